@@ -1,0 +1,3 @@
+//! Intake: where messages come from. Intake knows transports, not formats.
+
+pub mod file;

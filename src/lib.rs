@@ -1,0 +1,16 @@
+//! sociogate: an interoperability gateway for sociotherapy care.
+//!
+//! The pipeline is the architecture: intake -> decode -> map -> check -> store -> forward.
+//! Modules are listed in that order; [`pipeline`] is the only place that sequences them.
+
+pub mod model;
+
+pub mod check;
+pub mod decode;
+pub mod intake;
+pub mod map;
+pub mod store;
+
+pub mod mappings;
+pub mod outcome;
+pub mod pipeline;

@@ -1,0 +1,138 @@
+//! Map: turns a decoded document into the canonical [`Referral`], with findings.
+//!
+//! Mapping never fails: what cannot be mapped becomes an [`Issue`] and the referral stays a
+//! draft with gaps. Every code translation goes through the ConceptMaps in `mappings/`.
+
+use std::collections::BTreeMap;
+
+use crate::check::Issue;
+use crate::decode::Decoded;
+use crate::mappings::Mappings;
+use crate::model::{Identifier, IdentifierKind, Jurisdiction, Referral, ReferralIds};
+
+pub mod fhir;
+
+/// Rule codes this stage reports (verified against the catalogue at start).
+pub const RULES: &[&str] = &[
+    "GW-OK",
+    "GW-MAP-01",
+    "GW-MAP-02",
+    "GW-MAP-03",
+    "GW-MAP-04",
+    "GW-MAP-05",
+    "GW-MAP-06",
+    "GW-MAP-07",
+    "GW-MAP-08",
+    "GW-MAP-09",
+    "GW-MAP-10",
+    "GW-MAP-11",
+];
+
+/// ConceptMaps the mappers use (verified at start).
+pub const CONCEPT_MAPS: &[&str] = &[
+    "setting",
+    "delivery-mode",
+    "certainty",
+    "coverage-kind",
+    "security-label",
+    "gender",
+    "service",
+    "referral-kind",
+    "qualification",
+];
+
+/// Service codes (targets of the `service` ConceptMap) that this gateway handles.
+const SOCIOTHERAPY_SERVICES: &[&str] = &[
+    "sociotherapy",
+    "clinical-sociotherapy",
+    "social-rehabilitation",
+];
+
+/// Maps a decoded document into a canonical referral.
+pub fn map(decoded: &Decoded, mappings: &Mappings, ids: ReferralIds) -> (Referral, Vec<Issue>) {
+    match decoded {
+        Decoded::Fhir(resource) => fhir::map(resource, mappings, ids),
+    }
+}
+
+/// The payload's own idempotency key: Bundle.identifier (system|value) or MessageHeader.id.
+pub fn idempotency_hint(decoded: &Decoded) -> Option<String> {
+    match decoded {
+        Decoded::Fhir(resource) => fhir::idempotency_hint(resource),
+    }
+}
+
+/// Whether a service code (after translation) is one this gateway handles.
+pub fn is_sociotherapy_service(code: &str) -> bool {
+    SOCIOTHERAPY_SERVICES.contains(&code)
+}
+
+/// Normalises an identifier: recognises its system (any accepted spelling) and trims the value.
+pub fn normalise_identifier(mappings: &Mappings, system: Option<&str>, value: &str) -> Identifier {
+    let known = system.and_then(|s| mappings.identifier_systems().lookup(s));
+    Identifier {
+        kind: known.map_or(IdentifierKind::Other, |k| k.kind),
+        system: known
+            .map(|k| k.system.clone())
+            .or_else(|| system.map(str::to_owned)),
+        value: value.trim().to_owned(),
+    }
+}
+
+/// Decides the jurisdiction from identifiers (patient first, then payer, then prescriber) and
+/// from profile URLs, and records how. Reports `GW-MAP-06` when nothing decides it.
+pub fn decide_jurisdiction(
+    referral: &mut Referral,
+    profiles: &[String],
+    mappings: &Mappings,
+    issues: &mut Vec<Issue>,
+) {
+    let mut votes: BTreeMap<Jurisdiction, String> = BTreeMap::new();
+    let patient_ids = referral.patient.iter().flat_map(|p| p.ids.iter());
+    let payer_ids = referral.coverage.iter().flat_map(|c| c.payer_ids.iter());
+    let prescriber_ids = referral
+        .prescriber
+        .iter()
+        .flat_map(|p| p.person_ids.iter().chain(p.organisation_ids.iter()));
+    for id in patient_ids.chain(payer_ids).chain(prescriber_ids) {
+        if let Some(system) = id
+            .system
+            .as_deref()
+            .and_then(|s| mappings.identifier_systems().lookup(s))
+        {
+            votes
+                .entry(system.jurisdiction)
+                .or_insert_with(|| format!("identifier {}", system.system));
+            // The first identifier decides; the patient's comes first.
+            break;
+        }
+    }
+    if votes.is_empty() {
+        for profile in profiles {
+            let by_profile = [
+                ("https://fhir.kbv.de/", Jurisdiction::De),
+                ("http://fhir.de/", Jurisdiction::De),
+                ("https://gematik.de/", Jurisdiction::De),
+                ("http://nictiz.nl/", Jurisdiction::Nl),
+                ("http://fhir.nl/", Jurisdiction::Nl),
+                ("https://hl7.fi/", Jurisdiction::Fi),
+            ];
+            if let Some((_, j)) = by_profile
+                .iter()
+                .find(|(prefix, _)| profile.starts_with(prefix))
+            {
+                votes
+                    .entry(*j)
+                    .or_insert_with(|| format!("profile {profile}"));
+                break;
+            }
+        }
+    }
+    match votes.into_iter().next() {
+        Some((jurisdiction, basis)) => {
+            referral.jurisdiction = Some(jurisdiction);
+            referral.jurisdiction_basis = Some(basis);
+        }
+        None => issues.push(Issue::new(mappings.rules(), "GW-MAP-06")),
+    }
+}

@@ -1,0 +1,255 @@
+//! The pipeline: the one place that sequences the stages
+//! (intake -> decode -> map -> check -> store -> forward).
+
+use sha2::{Digest, Sha256};
+use time::Date;
+
+use crate::check::{self, CheckContext, Issue, RulePacks, Verdict};
+use crate::decode::{self, Format, Limits};
+use crate::map;
+use crate::mappings::{Mappings, MappingsError};
+use crate::model::{IdentifierKind, Jurisdiction, Referral, ReferralIds, ReferralKind};
+use crate::outcome::OperationOutcome;
+use crate::store::ledger::{Ledger, LedgerEntry, LedgerError, PriorUsage};
+
+/// Everything loaded once at start that the stages need per message.
+#[derive(Debug)]
+pub struct Engine {
+    mappings: Mappings,
+    packs: RulePacks,
+    limits: Limits,
+}
+
+/// One inbound message as an intake hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// Raw payload.
+    pub bytes: &'a [u8],
+    /// Declared content type, if any.
+    pub content_type: Option<&'a str>,
+    /// Transport message id (AMQP `message-id`), if any.
+    pub message_id: Option<&'a str>,
+}
+
+/// The result of processing one message.
+#[derive(Debug)]
+pub struct Processed {
+    /// The decision.
+    pub verdict: Verdict,
+    /// Detected format (none when even that failed).
+    pub format: Option<Format>,
+    /// The canonical referral (none when unreadable).
+    pub referral: Option<Referral>,
+    /// All findings, in stage order.
+    pub issues: Vec<Issue>,
+    /// SHA-256 of the payload, hex.
+    pub sha256: String,
+}
+
+impl Engine {
+    /// Loads `mappings/` from `dir` and builds the rule packs.
+    pub fn load(dir: &std::path::Path, limits: Limits) -> Result<Engine, MappingsError> {
+        let mappings = Mappings::load(dir)?;
+        let packs = RulePacks::from_mappings(&mappings)?;
+        Ok(Engine {
+            mappings,
+            packs,
+            limits,
+        })
+    }
+
+    /// The loaded mappings.
+    pub fn mappings(&self) -> &Mappings {
+        &self.mappings
+    }
+
+    /// Builds the OperationOutcome of a processed message in `lang`.
+    pub fn outcome(&self, processed: &Processed, lang: &str) -> OperationOutcome {
+        OperationOutcome::from_issues(&processed.issues, self.mappings.rules(), lang)
+    }
+
+    /// An unreadable result for input that never reached decode (e.g. an unreadable file).
+    pub fn unreadable(&self, code: &str, detail: &str) -> Processed {
+        Processed {
+            verdict: Verdict::Unreadable,
+            format: None,
+            referral: None,
+            issues: vec![Issue::new(self.mappings.rules(), code).detail(detail)],
+            sha256: String::new(),
+        }
+    }
+
+    /// The unreadable result for a decode error found outside [`Engine::process`] (e.g. a file
+    /// whose size alone is over the limit).
+    pub fn undecodable(&self, error: &decode::DecodeError) -> Processed {
+        let (detail, limit) = error.message_values();
+        let mut issue = Issue::new(self.mappings.rules(), error.rule_code());
+        issue.detail = detail;
+        issue.limit = limit;
+        Processed {
+            verdict: Verdict::Unreadable,
+            format: None,
+            referral: None,
+            issues: vec![issue],
+            sha256: String::new(),
+        }
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes and maps without checking (for `sociogate translate`).
+    pub fn translate(&self, inbound: Inbound<'_>) -> Processed {
+        match self.decode_and_map(inbound) {
+            Ok(mapped) => {
+                let verdict = Verdict::from_issues(&mapped.issues);
+                mapped.finish(verdict)
+            }
+            Err(unreadable) => unreadable,
+        }
+    }
+
+    /// Decodes, maps and checks one message; reads the patient's prior budget use from `ledger`
+    /// and records an accepted German referral there.
+    pub fn process(
+        &self,
+        inbound: Inbound<'_>,
+        ledger: &mut dyn Ledger,
+        today: Date,
+    ) -> Result<Processed, LedgerError> {
+        let mut mapped = match self.decode_and_map(inbound) {
+            Ok(mapped) => mapped,
+            Err(unreadable) => return Ok(unreadable),
+        };
+        let referral = &mapped.referral;
+        // Not sociotherapy, or no request at all: the rule pack's findings would only bury the
+        // real reason.
+        let found_request = !mapped.issues.iter().any(|i| i.code == "GW-MAP-01");
+        if referral.is_sociotherapy && found_request {
+            let prior = self.prior_usage(referral, ledger, today)?;
+            let ctx = CheckContext {
+                today,
+                prior: &prior,
+            };
+            let findings = check::check(referral, &self.packs, self.mappings.rules(), &ctx);
+            mapped.issues.extend(findings);
+        }
+        mapped.issues.sort_by(|a, b| b.severity.cmp(&a.severity));
+        let verdict = Verdict::from_issues(&mapped.issues);
+        if verdict == Verdict::Accepted {
+            if let Some(entry) = self.ledger_entry(&mapped.referral, today) {
+                ledger.record(entry)?;
+            }
+        }
+        Ok(mapped.finish(verdict))
+    }
+
+    /// Decode and map; an undecodable payload comes back as a finished unreadable result.
+    fn decode_and_map(&self, inbound: Inbound<'_>) -> Result<Mapped, Processed> {
+        let sha256 = hex::encode(Sha256::digest(inbound.bytes));
+        let (format, decoded) =
+            match decode::decode(inbound.bytes, inbound.content_type, &self.limits) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let mut unreadable = self.undecodable(&e);
+                    unreadable.sha256 = sha256;
+                    return Err(unreadable);
+                }
+            };
+        let idempotency_key = inbound
+            .message_id
+            .map(str::to_owned)
+            .or_else(|| map::idempotency_hint(&decoded))
+            .unwrap_or_else(|| format!("sha256:{sha256}"));
+        let ids = ReferralIds {
+            gateway_id: uuid::Uuid::now_v7().to_string(),
+            sender_id: None,
+            idempotency_key,
+        };
+        let (referral, issues) = map::map(&decoded, &self.mappings, ids);
+        Ok(Mapped {
+            format,
+            referral,
+            issues,
+            sha256,
+        })
+    }
+
+    /// Reads what earlier referrals of this patient used.
+    fn prior_usage(
+        &self,
+        referral: &Referral,
+        ledger: &dyn Ledger,
+        today: Date,
+    ) -> Result<PriorUsage, LedgerError> {
+        let (Some(key), Some(pack)) = (patient_key(referral), self.packs.de()) else {
+            return Ok(PriorUsage::default());
+        };
+        if referral.jurisdiction != Some(Jurisdiction::De) {
+            return Ok(PriorUsage::default());
+        }
+        ledger.prior_usage(&key, start_of(referral, today), pack.budget.window_years)
+    }
+
+    fn ledger_entry(&self, referral: &Referral, today: Date) -> Option<LedgerEntry> {
+        if referral.jurisdiction != Some(Jurisdiction::De) {
+            return None;
+        }
+        let pack = self.packs.de()?;
+        Some(LedgerEntry {
+            patient_key: patient_key(referral)?,
+            start: start_of(referral, today),
+            minutes: pack.budget_minutes(referral),
+            trial_units: match referral.kind {
+                Some(ReferralKind::TrialSessions) => {
+                    referral.requested_units.map_or(0, |u| u.count)
+                }
+                _ => 0,
+            },
+        })
+    }
+}
+
+/// A decoded and mapped message waiting for its verdict.
+struct Mapped {
+    format: Format,
+    referral: Referral,
+    issues: Vec<Issue>,
+    sha256: String,
+}
+
+impl Mapped {
+    fn finish(self, verdict: Verdict) -> Processed {
+        Processed {
+            verdict,
+            format: Some(self.format),
+            referral: Some(self.referral),
+            issues: self.issues,
+            sha256: self.sha256,
+        }
+    }
+}
+
+/// The key under which a patient's budget is kept: the normalised national or insurance id.
+pub fn patient_key(referral: &Referral) -> Option<String> {
+    let patient = referral.patient.as_ref()?;
+    [
+        IdentifierKind::Kvid10,
+        IdentifierKind::PkvId,
+        IdentifierKind::Bsn,
+        IdentifierKind::Hetu,
+    ]
+    .iter()
+    .find_map(|kind| patient.ids.iter().find(|id| id.kind == *kind))
+    .map(|id| format!("{}|{}", id.system.as_deref().unwrap_or(""), id.value))
+}
+
+fn start_of(referral: &Referral, today: Date) -> Date {
+    referral
+        .requested_period
+        .and_then(|p| p.start)
+        .or(referral.issue_date)
+        .unwrap_or(today)
+}
