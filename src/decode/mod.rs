@@ -151,7 +151,7 @@ pub fn sniff(bytes: &[u8], content_type: Option<&str>) -> Result<Format, DecodeE
     let declared = content_type.map(|ct| ct.to_ascii_lowercase());
     match first {
         None => Err(DecodeError::Empty),
-        Some(b'{') => Ok(Format::FhirJson),
+        Some(b'{' | b'[') => Ok(Format::FhirJson),
         Some(b'<') => {
             let head = String::from_utf8_lossy(&body[..body.len().min(4096)]);
             if head.contains("ClinicalDocument")

@@ -774,7 +774,8 @@ impl<'a> Mapper<'_, 'a> {
             );
         }
         if let Some(approval) = Self::approval(&pr.extension) {
-            out.sociotherapy_approval = Some(approval);
+            // The most specific resource (the role) is read first and wins.
+            out.sociotherapy_approval.get_or_insert(approval);
         }
     }
 
@@ -795,7 +796,8 @@ impl<'a> Mapper<'_, 'a> {
             self.issues.truncate(before);
         }
         if let Some(approval) = Self::approval(&org.extension) {
-            out.sociotherapy_approval = Some(approval);
+            // The most specific resource (the role) is read first and wins.
+            out.sociotherapy_approval.get_or_insert(approval);
         }
     }
 
@@ -831,7 +833,8 @@ impl<'a> Mapper<'_, 'a> {
                         self.issues.truncate(before);
                     }
                     if let Some(approval) = Self::approval(&role.extension) {
-                        out.sociotherapy_approval = Some(approval);
+                        // The most specific resource (the role) is read first and wins.
+            out.sociotherapy_approval.get_or_insert(approval);
                     }
                     if let Some(r) = &role.practitioner {
                         if let Some(p) = self.resolve_ref(at, r, "PractitionerRole.practitioner") {

@@ -1,0 +1,155 @@
+//! Third-party material (`../shared/corpus`): every file ends in a verdict without a panic, the
+//! validator's fatal cases are unreadable, and German identifiers are extracted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{codes, corpus, engine, process, verdict};
+use sociogate::check::Verdict;
+use sociogate::model::IdentifierKind;
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_corpus_file_gets_a_verdict_with_an_outcome() {
+    let engine = engine();
+    let mut files = Vec::new();
+    all_files(&corpus(), &mut files);
+    assert!(files.len() > 1000, "corpus looks incomplete: {} files", files.len());
+    let mut counts = [0usize; 3];
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let processed = process(&engine, &bytes);
+        let outcome = engine.outcome(&processed, "en").to_json();
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{}", path.display());
+        let issues = outcome["issue"].as_array().map_or(0, Vec::len);
+        assert!(issues > 0, "{} has an empty outcome", path.display());
+        let slot = match processed.verdict {
+            Verdict::Accepted => 0,
+            Verdict::Rejected => 1,
+            Verdict::Unreadable => 2,
+        };
+        counts[slot] += 1;
+        if processed.verdict == Verdict::Unreadable {
+            assert!(processed.referral.is_none());
+        }
+    }
+    // None of the corpus is a sociotherapy referral, so nothing is accepted.
+    assert_eq!(counts[0], 0, "accepted/rejected/unreadable = {counts:?}");
+    assert!(counts[1] > 300, "most JSON files decode and are rejected: {counts:?}");
+}
+
+#[test]
+fn validator_cases_with_a_fatal_outcome_are_unreadable() {
+    let engine = engine();
+    let dir = corpus().join("fhir-test-cases-validator");
+    let summary = std::fs::read_to_string(dir.join("EXPECTED_SUMMARY.tsv")).unwrap_or_default();
+    let mut fatal_cases = 0;
+    for line in summary.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 5 || cols[4].parse::<u32>().unwrap_or(0) == 0 {
+            continue;
+        }
+        fatal_cases += 1;
+        let bytes = std::fs::read(dir.join(cols[1])).unwrap_or_default();
+        let processed = process(&engine, &bytes);
+        assert_eq!(verdict(&processed), "unreadable", "{} ({:?})", cols[1], codes(&processed));
+    }
+    assert!(fatal_cases >= 14, "expected the 14 fatal cases, found {fatal_cases}");
+}
+
+#[test]
+fn broken_json_cases_name_line_and_column() {
+    let engine = engine();
+    let dir = corpus().join("fhir-test-cases-validator");
+    for name in ["bad-json-close-1.json", "bad-json-close-2.json", "bad-json-close-3.json"] {
+        let processed = process(&engine, &std::fs::read(dir.join(name)).unwrap_or_default());
+        assert_eq!(codes(&processed), ["GW-DEC-01"], "{name}");
+        let text = engine.outcome(&processed, "en").issue[0].details.text.clone();
+        assert!(text.contains("line "), "{name}: {text}");
+    }
+}
+
+#[test]
+fn gematik_message_bundles_yield_kvnr_and_lanr_and_are_not_sociotherapy() {
+    let engine = engine();
+    let dir = corpus().join("gematik-erp-servicerequest/fsh-generated/resources");
+    let mut lanr_seen = 0;
+    for name in [
+        "Bundle-UC1-1-Prescription-Request-To-Prescriber.json",
+        "Bundle-UC3-2-Fullfilled-Prescription-Request.json",
+        "Bundle-UC4-2-Prescription-Request-To-Pharmacy.json",
+    ] {
+        let processed = process(&engine, &std::fs::read(dir.join(name)).unwrap_or_default());
+        assert_eq!(verdict(&processed), "rejected", "{name}");
+        assert!(codes(&processed).contains(&"GW-MAP-03"), "{name}: {:?}", codes(&processed));
+        let message = engine.outcome(&processed, "en").issue.iter().map(|i| i.details.text.clone()).collect::<Vec<_>>().join(" ");
+        assert!(message.contains("not sociotherapy"), "{name}: {message}");
+        let referral = processed.referral.unwrap_or_else(|| panic!("{name} maps"));
+        let patient = referral.patient.unwrap_or_default();
+        let kvnr: Vec<&str> = patient.ids.iter().filter(|i| i.kind == IdentifierKind::Kvid10).map(|i| i.value.as_str()).collect();
+        assert_eq!(kvnr, ["X234567890"], "{name}");
+        assert_eq!(referral.jurisdiction_basis.as_deref(), Some("identifier http://fhir.de/sid/gkv/kvid-10"));
+        let lanr = referral
+            .requested_provider
+            .iter()
+            .flat_map(|p| p.ids.iter())
+            .chain(referral.prescriber.iter().flat_map(|p| p.person_ids.iter()))
+            .find(|i| i.kind == IdentifierKind::Lanr);
+        if let Some(lanr) = lanr {
+            assert_eq!(lanr.value, "838382202");
+            assert_eq!(lanr.system.as_deref(), Some("https://fhir.kbv.de/NamingSystem/KBV_NS_Base_ANR"));
+            lanr_seen += 1;
+        }
+    }
+    assert_eq!(lanr_seen, 2, "UC3-2 and UC4-2 address a practitioner by LANR");
+}
+
+#[test]
+fn isik_coverage_and_patient_identifiers_are_normalised() {
+    // The gematik message bundles carry no IK; the ISiK examples do.
+    let dir = corpus().join("gematik-isik-basismodul/Resources/fsh-generated/resources");
+    let bytes = std::fs::read(dir.join("Coverage-CoverageGesetzlich.json")).unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let iks: Vec<String> = value["payor"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["identifier"]["value"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!iks.is_empty(), "the ISiK statutory coverage names its payer by IK");
+    // Wrap the coverage in a minimal sociotherapy referral so the mapper reads it.
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001", "resource": {
+                "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                "code": {"coding": [{"system": "https://sociogate.org/fhir/CodeSystem/service", "code": "sociotherapy"}]},
+                "subject": {"reference": "Patient/DorisQuelle"},
+                "insurance": [{"reference": "Coverage/CoverageGesetzlich"}]}},
+            {"fullUrl": "http://example.org/fhir/Coverage/CoverageGesetzlich", "resource": value},
+            {"fullUrl": "http://example.org/fhir/Patient/DorisQuelle", "resource": {"resourceType": "Patient", "id": "DorisQuelle",
+                "identifier": [{"system": "http://fhir.de/NamingSystem/gkv/kvid-10", "value": "X110411675"}]}}
+        ]
+    });
+    let engine = engine();
+    let processed = process(&engine, bundle.to_string().as_bytes());
+    let found = codes(&processed).join(",");
+    let referral = processed.referral.unwrap_or_else(|| panic!("maps: {found}"));
+    let coverage = referral.coverage.unwrap_or_default();
+    let payer_iks: Vec<&str> = coverage.payer_ids.iter().filter(|i| i.kind == IdentifierKind::Iknr).map(|i| i.value.as_str()).collect();
+    assert_eq!(payer_iks, iks.iter().map(String::as_str).collect::<Vec<_>>());
+    let patient = referral.patient.unwrap_or_default();
+    assert_eq!(patient.ids[0].system.as_deref(), Some("http://fhir.de/sid/gkv/kvid-10"), "old spelling normalised");
+}
