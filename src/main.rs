@@ -100,16 +100,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Reads one file into a processed result, refusing oversized files by their size alone.
-fn read_input(engine: &Engine, path: &Path) -> Result<Vec<u8>, Processed> {
+fn read_input(engine: &Engine, path: &Path) -> Result<Vec<u8>, Box<Processed>> {
     let limit = engine.limits().max_bytes;
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() > limit as u64 => {
             let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-            Err(engine.undecodable(&DecodeError::TooLarge { size, limit }))
+            Err(Box::new(
+                engine.undecodable(&DecodeError::TooLarge { size, limit }),
+            ))
         }
         Ok(_) => file::read_capped(path, limit)
-            .map_err(|e| engine.unreadable("GW-IN-01", &e.to_string())),
-        Err(e) => Err(engine.unreadable("GW-IN-01", &e.to_string())),
+            .map_err(|e| Box::new(engine.unreadable("GW-IN-01", &e.to_string()))),
+        Err(e) => Err(Box::new(engine.unreadable("GW-IN-01", &e.to_string()))),
     }
 }
 
@@ -147,7 +149,7 @@ fn check(
                     .process(inbound, &mut ledger, today)
                     .map_err(|e| anyhow::anyhow!(e))?
             }
-            Err(unreadable) => unreadable,
+            Err(unreadable) => *unreadable,
         };
         worst = match (worst, processed.verdict) {
             (_, Verdict::Unreadable) | (Verdict::Unreadable, _) => Verdict::Unreadable,
@@ -204,7 +206,7 @@ fn translate(engine: &Engine, path: &Path) -> anyhow::Result<ExitCode> {
             content_type: file::content_type_of(path),
             message_id: None,
         }),
-        Err(unreadable) => unreadable,
+        Err(unreadable) => *unreadable,
     };
     match &processed.referral {
         Some(referral) => {

@@ -107,7 +107,7 @@ impl Engine {
                 let verdict = Verdict::from_issues(&mapped.issues);
                 mapped.finish(verdict)
             }
-            Err(unreadable) => unreadable,
+            Err(unreadable) => *unreadable,
         }
     }
 
@@ -121,7 +121,7 @@ impl Engine {
     ) -> Result<Processed, LedgerError> {
         let mut mapped = match self.decode_and_map(inbound) {
             Ok(mapped) => mapped,
-            Err(unreadable) => return Ok(unreadable),
+            Err(unreadable) => return Ok(*unreadable),
         };
         let referral = &mapped.referral;
         // Not sociotherapy, or no request at all: the rule pack's findings would only bury the
@@ -136,18 +136,18 @@ impl Engine {
             let findings = check::check(referral, &self.packs, self.mappings.rules(), &ctx);
             mapped.issues.extend(findings);
         }
-        mapped.issues.sort_by(|a, b| b.severity.cmp(&a.severity));
+        mapped.issues.sort_by_key(|i| std::cmp::Reverse(i.severity));
         let verdict = Verdict::from_issues(&mapped.issues);
-        if verdict == Verdict::Accepted {
-            if let Some(entry) = self.ledger_entry(&mapped.referral, today) {
-                ledger.record(entry)?;
-            }
+        if verdict == Verdict::Accepted
+            && let Some(entry) = self.ledger_entry(&mapped.referral, today)
+        {
+            ledger.record(entry)?;
         }
         Ok(mapped.finish(verdict))
     }
 
     /// Decode and map; an undecodable payload comes back as a finished unreadable result.
-    fn decode_and_map(&self, inbound: Inbound<'_>) -> Result<Mapped, Processed> {
+    fn decode_and_map(&self, inbound: Inbound<'_>) -> Result<Mapped, Box<Processed>> {
         let sha256 = hex::encode(Sha256::digest(inbound.bytes));
         let (format, decoded) =
             match decode::decode(inbound.bytes, inbound.content_type, &self.limits) {
@@ -155,7 +155,7 @@ impl Engine {
                 Err(e) => {
                     let mut unreadable = self.undecodable(&e);
                     unreadable.sha256 = sha256;
-                    return Err(unreadable);
+                    return Err(Box::new(unreadable));
                 }
             };
         let idempotency_key = inbound

@@ -50,21 +50,49 @@ fn readme_examples() -> Vec<(String, String, Vec<String>)> {
 #[test]
 fn examples_give_the_verdicts_the_readme_lists() {
     let expected = readme_examples();
-    assert!(expected.len() >= 6, "README lists {} examples", expected.len());
-    let output = sociogate(&["check", "--at", "2026-11-15", "--format", "json", "examples"]);
+    assert!(
+        expected.len() >= 6,
+        "README lists {} examples",
+        expected.len()
+    );
+    let output = sociogate(&[
+        "check",
+        "--at",
+        "2026-11-15",
+        "--format",
+        "json",
+        "examples",
+    ]);
     let lines = json_lines(&output);
-    assert_eq!(lines.len(), expected.len(), "every file in examples/ is in the README table");
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "every file in examples/ is in the README table"
+    );
     for (file, verdict, codes) in &expected {
         let line = lines
             .iter()
-            .find(|l| l["file"].as_str().is_some_and(|f| Path::new(f) == Path::new(file)))
+            .find(|l| {
+                l["file"]
+                    .as_str()
+                    .is_some_and(|f| Path::new(f) == Path::new(file))
+            })
             .unwrap_or_else(|| panic!("{file} missing from the output"));
-        assert_eq!(line["verdict"], verdict.as_str(), "{file}: {}", line["outcome"]);
+        assert_eq!(
+            line["verdict"],
+            verdict.as_str(),
+            "{file}: {}",
+            line["outcome"]
+        );
         let mut found: Vec<String> = line["outcome"]["issue"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|i| i["details"]["coding"][0]["code"].as_str().map(str::to_owned))
+            .filter_map(|i| {
+                i["details"]["coding"][0]["code"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .filter(|c| c != "GW-OK")
             .collect();
         found.sort();
@@ -79,7 +107,11 @@ fn examples_give_the_verdicts_the_readme_lists() {
 #[test]
 fn accepted_files_exit_zero_and_carry_the_canonical_referral() {
     let output = sociogate(&[
-        "check", "--at", "2026-11-15", "--format", "json",
+        "check",
+        "--at",
+        "2026-11-15",
+        "--format",
+        "json",
         "examples/de-first-prescription-message.json",
     ]);
     assert_eq!(output.status.code(), Some(0));
@@ -100,14 +132,25 @@ fn accepted_files_exit_zero_and_carry_the_canonical_referral() {
     assert_eq!(referral["coverage"]["payer_ids"][0]["value"], "109519005");
     assert_eq!(referral["prescriber"]["sociotherapy_approval"], true);
     // Dates are ISO 8601 strings, as the schema says.
-    assert!(referral["issue_date"].as_str().is_some_and(|d| d.len() == 10 && d.starts_with("2026-")));
-    assert_eq!(line["outcome"]["issue"][0]["details"]["coding"][0]["code"], "GW-OK");
+    assert!(
+        referral["issue_date"]
+            .as_str()
+            .is_some_and(|d| d.len() == 10 && d.starts_with("2026-"))
+    );
+    assert_eq!(
+        line["outcome"]["issue"][0]["details"]["coding"][0]["code"],
+        "GW-OK"
+    );
 }
 
 #[test]
 fn messages_come_in_german_on_request() {
     let output = sociogate(&[
-        "check", "--at", "2026-11-15", "--lang", "de",
+        "check",
+        "--at",
+        "2026-11-15",
+        "--lang",
+        "de",
         "examples/de-rejected-gaf-too-high.json",
     ]);
     let text = String::from_utf8_lossy(&output.stdout);
@@ -120,10 +163,24 @@ fn messages_come_in_german_on_request() {
 fn at_fixes_today_for_age_rules() {
     // The discharge example's period is in November 2026; the patient's age depends on --at only
     // through the transition-age rule, which does not apply here, so the verdict is stable.
-    let a = sociogate(&["check", "--at", "2026-11-15", "examples/de-discharge-prescription.json"]);
+    let a = sociogate(&[
+        "check",
+        "--at",
+        "2026-11-15",
+        "examples/de-discharge-prescription.json",
+    ]);
     assert_eq!(a.status.code(), Some(0));
-    let bad = sociogate(&["check", "--at", "15.11.2026", "examples/de-discharge-prescription.json"]);
-    assert_eq!(bad.status.code(), Some(2), "a malformed --at is a usage error");
+    let bad = sociogate(&[
+        "check",
+        "--at",
+        "15.11.2026",
+        "examples/de-discharge-prescription.json",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a malformed --at is a usage error"
+    );
 }
 
 #[test]
@@ -147,7 +204,8 @@ fn hostile_and_malformed_files_are_unreadable_with_a_reason() {
     // 50 MB: refused by its size, without being read.
     let big = dir.join("big.json");
     let file = std::fs::File::create(&big).unwrap_or_else(|e| panic!("{e}"));
-    file.set_len(50 * 1024 * 1024).unwrap_or_else(|e| panic!("{e}"));
+    file.set_len(50 * 1024 * 1024)
+        .unwrap_or_else(|e| panic!("{e}"));
     let dir_arg = dir.to_string_lossy().into_owned();
     let output = sociogate(&["check", "--format", "json", &dir_arg]);
     assert_eq!(output.status.code(), Some(2));
@@ -160,13 +218,23 @@ fn hostile_and_malformed_files_are_unreadable_with_a_reason() {
             .unwrap_or_else(|| panic!("{name} missing"));
         (
             line["verdict"].as_str().unwrap_or_default().to_owned(),
-            line["outcome"]["issue"][0]["details"]["coding"][0]["code"].as_str().unwrap_or_default().to_owned(),
+            line["outcome"]["issue"][0]["details"]["coding"][0]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         )
     };
     for (name, _, code) in &cases {
-        assert_eq!(code_of(name), ("unreadable".to_owned(), (*code).to_owned()), "{name}");
+        assert_eq!(
+            code_of(name),
+            ("unreadable".to_owned(), (*code).to_owned()),
+            "{name}"
+        );
     }
-    assert_eq!(code_of("big.json"), ("unreadable".to_owned(), "GW-DEC-04".to_owned()));
+    assert_eq!(
+        code_of("big.json"),
+        ("unreadable".to_owned(), "GW-DEC-04".to_owned())
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -180,7 +248,10 @@ fn a_bundle_without_a_service_request_is_rejected_with_that_reason() {
     assert_eq!(output.status.code(), Some(1));
     let line = &json_lines(&output)[0];
     assert_eq!(line["verdict"], "rejected");
-    assert_eq!(line["outcome"]["issue"][0]["details"]["coding"][0]["code"], "GW-MAP-01");
+    assert_eq!(
+        line["outcome"]["issue"][0]["details"]["coding"][0]["code"],
+        "GW-MAP-01"
+    );
     // The draft keeps the patient so the rejection can be routed.
     assert_eq!(line["referral"]["patient"]["ids"][0]["value"], "X110411675");
     let _ = std::fs::remove_dir_all(&dir);
@@ -188,7 +259,10 @@ fn a_bundle_without_a_service_request_is_rejected_with_that_reason() {
 
 #[test]
 fn translate_prints_the_canonical_referral() {
-    let output = sociogate(&["translate", "examples/de-lone-servicerequest-contained.json"]);
+    let output = sociogate(&[
+        "translate",
+        "examples/de-lone-servicerequest-contained.json",
+    ]);
     assert_eq!(output.status.code(), Some(0));
     let referral: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     assert_eq!(referral["model_version"], "1");
@@ -204,6 +278,10 @@ fn readme_lists_every_rule_of_the_catalogue() {
     let readme = String::from_utf8_lossy(&common::read("README.md")).into_owned();
     let engine = common::engine();
     for rule in engine.mappings().rules().iter() {
-        assert!(readme.contains(&format!("| `{}` |", rule.code)), "README lacks rule {}", rule.code);
+        assert!(
+            readme.contains(&format!("| `{}` |", rule.code)),
+            "README lacks rule {}",
+            rule.code
+        );
     }
 }

@@ -10,7 +10,9 @@ use sociogate::check::Verdict;
 use sociogate::model::IdentifierKind;
 
 fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -26,13 +28,22 @@ fn every_corpus_file_gets_a_verdict_with_an_outcome() {
     let engine = engine();
     let mut files = Vec::new();
     all_files(&corpus(), &mut files);
-    assert!(files.len() > 1000, "corpus looks incomplete: {} files", files.len());
+    assert!(
+        files.len() > 1000,
+        "corpus looks incomplete: {} files",
+        files.len()
+    );
     let mut counts = [0usize; 3];
     for path in &files {
         let bytes = std::fs::read(path).unwrap_or_default();
         let processed = process(&engine, &bytes);
         let outcome = engine.outcome(&processed, "en").to_json();
-        assert_eq!(outcome["resourceType"], "OperationOutcome", "{}", path.display());
+        assert_eq!(
+            outcome["resourceType"],
+            "OperationOutcome",
+            "{}",
+            path.display()
+        );
         let issues = outcome["issue"].as_array().map_or(0, Vec::len);
         assert!(issues > 0, "{} has an empty outcome", path.display());
         let slot = match processed.verdict {
@@ -47,7 +58,10 @@ fn every_corpus_file_gets_a_verdict_with_an_outcome() {
     }
     // None of the corpus is a sociotherapy referral, so nothing is accepted.
     assert_eq!(counts[0], 0, "accepted/rejected/unreadable = {counts:?}");
-    assert!(counts[1] > 300, "most JSON files decode and are rejected: {counts:?}");
+    assert!(
+        counts[1] > 300,
+        "most JSON files decode and are rejected: {counts:?}"
+    );
 }
 
 #[test]
@@ -64,19 +78,35 @@ fn validator_cases_with_a_fatal_outcome_are_unreadable() {
         fatal_cases += 1;
         let bytes = std::fs::read(dir.join(cols[1])).unwrap_or_default();
         let processed = process(&engine, &bytes);
-        assert_eq!(verdict(&processed), "unreadable", "{} ({:?})", cols[1], codes(&processed));
+        assert_eq!(
+            verdict(&processed),
+            "unreadable",
+            "{} ({:?})",
+            cols[1],
+            codes(&processed)
+        );
     }
-    assert!(fatal_cases >= 14, "expected the 14 fatal cases, found {fatal_cases}");
+    assert!(
+        fatal_cases >= 14,
+        "expected the 14 fatal cases, found {fatal_cases}"
+    );
 }
 
 #[test]
 fn broken_json_cases_name_line_and_column() {
     let engine = engine();
     let dir = corpus().join("fhir-test-cases-validator");
-    for name in ["bad-json-close-1.json", "bad-json-close-2.json", "bad-json-close-3.json"] {
+    for name in [
+        "bad-json-close-1.json",
+        "bad-json-close-2.json",
+        "bad-json-close-3.json",
+    ] {
         let processed = process(&engine, &std::fs::read(dir.join(name)).unwrap_or_default());
         assert_eq!(codes(&processed), ["GW-DEC-01"], "{name}");
-        let text = engine.outcome(&processed, "en").issue[0].details.text.clone();
+        let text = engine.outcome(&processed, "en").issue[0]
+            .details
+            .text
+            .clone();
         assert!(text.contains("line "), "{name}: {text}");
     }
 }
@@ -93,14 +123,32 @@ fn gematik_message_bundles_yield_kvnr_and_lanr_and_are_not_sociotherapy() {
     ] {
         let processed = process(&engine, &std::fs::read(dir.join(name)).unwrap_or_default());
         assert_eq!(verdict(&processed), "rejected", "{name}");
-        assert!(codes(&processed).contains(&"GW-MAP-03"), "{name}: {:?}", codes(&processed));
-        let message = engine.outcome(&processed, "en").issue.iter().map(|i| i.details.text.clone()).collect::<Vec<_>>().join(" ");
+        assert!(
+            codes(&processed).contains(&"GW-MAP-03"),
+            "{name}: {:?}",
+            codes(&processed)
+        );
+        let message = engine
+            .outcome(&processed, "en")
+            .issue
+            .iter()
+            .map(|i| i.details.text.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(message.contains("not sociotherapy"), "{name}: {message}");
         let referral = processed.referral.unwrap_or_else(|| panic!("{name} maps"));
         let patient = referral.patient.unwrap_or_default();
-        let kvnr: Vec<&str> = patient.ids.iter().filter(|i| i.kind == IdentifierKind::Kvid10).map(|i| i.value.as_str()).collect();
+        let kvnr: Vec<&str> = patient
+            .ids
+            .iter()
+            .filter(|i| i.kind == IdentifierKind::Kvid10)
+            .map(|i| i.value.as_str())
+            .collect();
         assert_eq!(kvnr, ["X234567890"], "{name}");
-        assert_eq!(referral.jurisdiction_basis.as_deref(), Some("identifier http://fhir.de/sid/gkv/kvid-10"));
+        assert_eq!(
+            referral.jurisdiction_basis.as_deref(),
+            Some("identifier http://fhir.de/sid/gkv/kvid-10")
+        );
         let lanr = referral
             .requested_provider
             .iter()
@@ -109,11 +157,17 @@ fn gematik_message_bundles_yield_kvnr_and_lanr_and_are_not_sociotherapy() {
             .find(|i| i.kind == IdentifierKind::Lanr);
         if let Some(lanr) = lanr {
             assert_eq!(lanr.value, "838382202");
-            assert_eq!(lanr.system.as_deref(), Some("https://fhir.kbv.de/NamingSystem/KBV_NS_Base_ANR"));
+            assert_eq!(
+                lanr.system.as_deref(),
+                Some("https://fhir.kbv.de/NamingSystem/KBV_NS_Base_ANR")
+            );
             lanr_seen += 1;
         }
     }
-    assert_eq!(lanr_seen, 2, "UC3-2 and UC4-2 address a practitioner by LANR");
+    assert_eq!(
+        lanr_seen, 2,
+        "UC3-2 and UC4-2 address a practitioner by LANR"
+    );
 }
 
 #[test]
@@ -128,7 +182,10 @@ fn isik_coverage_and_patient_identifiers_are_normalised() {
         .flatten()
         .filter_map(|p| p["identifier"]["value"].as_str().map(str::to_owned))
         .collect();
-    assert!(!iks.is_empty(), "the ISiK statutory coverage names its payer by IK");
+    assert!(
+        !iks.is_empty(),
+        "the ISiK statutory coverage names its payer by IK"
+    );
     // Wrap the coverage in a minimal sociotherapy referral so the mapper reads it.
     let bundle = serde_json::json!({
         "resourceType": "Bundle", "type": "collection",
@@ -146,10 +203,24 @@ fn isik_coverage_and_patient_identifiers_are_normalised() {
     let engine = engine();
     let processed = process(&engine, bundle.to_string().as_bytes());
     let found = codes(&processed).join(",");
-    let referral = processed.referral.unwrap_or_else(|| panic!("maps: {found}"));
+    let referral = processed
+        .referral
+        .unwrap_or_else(|| panic!("maps: {found}"));
     let coverage = referral.coverage.unwrap_or_default();
-    let payer_iks: Vec<&str> = coverage.payer_ids.iter().filter(|i| i.kind == IdentifierKind::Iknr).map(|i| i.value.as_str()).collect();
-    assert_eq!(payer_iks, iks.iter().map(String::as_str).collect::<Vec<_>>());
+    let payer_iks: Vec<&str> = coverage
+        .payer_ids
+        .iter()
+        .filter(|i| i.kind == IdentifierKind::Iknr)
+        .map(|i| i.value.as_str())
+        .collect();
+    assert_eq!(
+        payer_iks,
+        iks.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     let patient = referral.patient.unwrap_or_default();
-    assert_eq!(patient.ids[0].system.as_deref(), Some("http://fhir.de/sid/gkv/kvid-10"), "old spelling normalised");
+    assert_eq!(
+        patient.ids[0].system.as_deref(),
+        Some("http://fhir.de/sid/gkv/kvid-10"),
+        "old spelling normalised"
+    );
 }

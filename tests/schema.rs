@@ -9,7 +9,10 @@ const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/referral.schema
 #[test]
 fn checked_in_schema_matches_the_model() {
     let schema = schemars::schema_for!(Referral);
-    let generated = format!("{}\n", serde_json::to_string_pretty(&schema).unwrap_or_default());
+    let generated = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&schema).unwrap_or_default()
+    );
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::write(PATH, &generated).unwrap_or_else(|e| panic!("writing {PATH}: {e}"));
     }

@@ -98,10 +98,11 @@ fn classify(bytes: &[u8], typed_error: &serde_json::Error) -> DecodeError {
     let Some(resource_type) = object.get("resourceType").and_then(|v| v.as_str()) else {
         return DecodeError::NotFhir("resourceType is missing".to_owned());
     };
-    if let Some(version) = declared_version(&value) {
-        if !version.starts_with("4.0") && !version.starts_with("4.3") {
-            return DecodeError::WrongFhirVersion(version);
-        }
+    if let Some(version) = declared_version(&value)
+        && !version.starts_with("4.0")
+        && !version.starts_with("4.3")
+    {
+        return DecodeError::WrongFhirVersion(version);
     }
     for (list, version) in [(STU3_ONLY, "STU3 (3.0)"), (R5_ONLY, "R5 (5.0)")] {
         if let Some(found) = find_resource_type(&value, list) {
@@ -132,10 +133,10 @@ fn declared_version(value: &serde_json::Value) -> Option<String> {
 fn find_resource_type(value: &serde_json::Value, list: &[&str]) -> Option<String> {
     match value {
         serde_json::Value::Object(map) => {
-            if let Some(rt) = map.get("resourceType").and_then(|v| v.as_str()) {
-                if list.contains(&rt) {
-                    return Some(rt.to_owned());
-                }
+            if let Some(rt) = map.get("resourceType").and_then(|v| v.as_str())
+                && list.contains(&rt)
+            {
+                return Some(rt.to_owned());
             }
             map.values().find_map(|v| find_resource_type(v, list))
         }

@@ -77,13 +77,13 @@ pub fn idempotency_hint(root: &Resource) -> Option<String> {
     let Resource::Bundle(bundle) = root else {
         return None;
     };
-    if let Some(id) = &bundle.identifier {
-        if let Some(value) = id.value.as_deref().filter(|v| !v.trim().is_empty()) {
-            return Some(match id.system.as_deref() {
-                Some(system) => format!("{system}|{value}"),
-                None => value.to_owned(),
-            });
-        }
+    if let Some(id) = &bundle.identifier
+        && let Some(value) = id.value.as_deref().filter(|v| !v.trim().is_empty())
+    {
+        return Some(match id.system.as_deref() {
+            Some(system) => format!("{system}|{value}"),
+            None => value.to_owned(),
+        });
     }
     bundle
         .entry
@@ -290,17 +290,15 @@ impl<'a> Mapper<'_, 'a> {
         let header = self
             .index
             .first_of(|r| matches!(r, Resource::MessageHeader(_)));
-        if let Some(h) = header {
-            if let Resource::MessageHeader(mh) = self.index.get(h) {
-                let mh: &MessageHeader = mh;
-                for (n, focus) in mh.focus.iter().flatten().enumerate() {
-                    if let Some(at) =
-                        self.resolve_ref(h, focus, &format!("MessageHeader.focus[{n}]"))
-                    {
-                        if matches!(self.index.get(at), Resource::ServiceRequest(_)) {
-                            return Some(at);
-                        }
-                    }
+        if let Some(h) = header
+            && let Resource::MessageHeader(mh) = self.index.get(h)
+        {
+            let mh: &MessageHeader = mh;
+            for (n, focus) in mh.focus.iter().flatten().enumerate() {
+                if let Some(at) = self.resolve_ref(h, focus, &format!("MessageHeader.focus[{n}]"))
+                    && matches!(self.index.get(at), Resource::ServiceRequest(_))
+                {
+                    return Some(at);
                 }
             }
         }
@@ -506,10 +504,9 @@ impl<'a> Mapper<'_, 'a> {
                 "setting",
                 cc,
                 &format!("ServiceRequest.locationCode[{n}]"),
-            ) {
-                if !referral.settings.contains(&setting) {
-                    referral.settings.push(setting);
-                }
+            ) && !referral.settings.contains(&setting)
+            {
+                referral.settings.push(setting);
             }
         }
 
@@ -539,10 +536,9 @@ impl<'a> Mapper<'_, 'a> {
                 at,
                 reference,
                 &format!("ServiceRequest.reasonReference[{n}]"),
-            ) {
-                if let Resource::Condition(condition) = self.index.get(c) {
-                    self.condition(condition, referral);
-                }
+            ) && let Resource::Condition(condition) = self.index.get(c)
+            {
+                self.condition(condition, referral);
             }
         }
         for cc in sr.reason_code.iter().flatten() {
@@ -573,10 +569,10 @@ impl<'a> Mapper<'_, 'a> {
                 supporting.push((s, reference.reference.clone().unwrap_or_default()));
             }
         }
-        if let Some(encounter) = &sr.encounter {
-            if let Some(e) = self.resolve_ref(at, encounter, "ServiceRequest.encounter") {
-                supporting.push((e, encounter.reference.clone().unwrap_or_default()));
-            }
+        if let Some(encounter) = &sr.encounter
+            && let Some(e) = self.resolve_ref(at, encounter, "ServiceRequest.encounter")
+        {
+            supporting.push((e, encounter.reference.clone().unwrap_or_default()));
         }
         for (n, reference) in sr.based_on.iter().flatten().enumerate() {
             if let Some(b) =
@@ -597,12 +593,11 @@ impl<'a> Mapper<'_, 'a> {
                 _ => {}
             }
         }
-        if let Some(reference) = sr.insurance.iter().flatten().next() {
-            if let Some(c) = self.resolve_ref(at, reference, "ServiceRequest.insurance[0]") {
-                if let Resource::Coverage(coverage) = self.index.get(c) {
-                    referral.coverage = Some(self.coverage(c, coverage));
-                }
-            }
+        if let Some(reference) = sr.insurance.iter().flatten().next()
+            && let Some(c) = self.resolve_ref(at, reference, "ServiceRequest.insurance[0]")
+            && let Resource::Coverage(coverage) = self.index.get(c)
+        {
+            referral.coverage = Some(self.coverage(c, coverage));
         }
     }
 
@@ -743,10 +738,10 @@ impl<'a> Mapper<'_, 'a> {
         path: &str,
         out: &mut Vec<Qualification>,
     ) {
-        if let Some(q) = self.translate_cc::<Qualification>("qualification", cc, path) {
-            if !out.contains(&q) {
-                out.push(q);
-            }
+        if let Some(q) = self.translate_cc::<Qualification>("qualification", cc, path)
+            && !out.contains(&q)
+        {
+            out.push(q);
         }
     }
 
@@ -834,21 +829,19 @@ impl<'a> Mapper<'_, 'a> {
                     }
                     if let Some(approval) = Self::approval(&role.extension) {
                         // The most specific resource (the role) is read first and wins.
-            out.sociotherapy_approval.get_or_insert(approval);
+                        out.sociotherapy_approval.get_or_insert(approval);
                     }
-                    if let Some(r) = &role.practitioner {
-                        if let Some(p) = self.resolve_ref(at, r, "PractitionerRole.practitioner") {
-                            if let Resource::Practitioner(pr) = self.index.get(p) {
-                                self.practitioner_into(pr, &mut out);
-                            }
-                        }
+                    if let Some(r) = &role.practitioner
+                        && let Some(p) = self.resolve_ref(at, r, "PractitionerRole.practitioner")
+                        && let Resource::Practitioner(pr) = self.index.get(p)
+                    {
+                        self.practitioner_into(pr, &mut out);
                     }
-                    if let Some(r) = &role.organization {
-                        if let Some(o) = self.resolve_ref(at, r, "PractitionerRole.organization") {
-                            if let Resource::Organization(org) = self.index.get(o) {
-                                self.organisation_into(org, &mut out);
-                            }
-                        }
+                    if let Some(r) = &role.organization
+                        && let Some(o) = self.resolve_ref(at, r, "PractitionerRole.organization")
+                        && let Resource::Organization(org) = self.index.get(o)
+                    {
+                        self.organisation_into(org, &mut out);
                     }
                 }
                 Resource::Organization(org) => self.organisation_into(org, &mut out),
@@ -862,14 +855,13 @@ impl<'a> Mapper<'_, 'a> {
                 .iter()
                 .filter(|id| id.kind == IdentifierKind::Lanr)
                 .find_map(|id| crate::check::ids::lanr_specialty(&id.value).map(str::to_owned));
-            if let Some(code) = specialty {
-                if let Some(q) = self
+            if let Some(code) = specialty
+                && let Some(q) = self
                     .m
                     .translate("qualification", Some(KBV_FACHGRUPPE), &code)
                     .and_then(|t| serde_json::from_value(serde_json::Value::String(t)).ok())
-                {
-                    out.qualifications.push(q);
-                }
+            {
+                out.qualifications.push(q);
             }
         }
         out
@@ -992,12 +984,10 @@ impl<'a> Mapper<'_, 'a> {
                 &component.code,
                 ASSESSMENT_SYSTEM,
                 "exception-justification",
-            ) {
-                if let Some(ObservationComponentValue::String(text)) = &component.value {
-                    if !text.trim().is_empty() {
-                        assessment.exception_justification = Some(text.clone());
-                    }
-                }
+            ) && let Some(ObservationComponentValue::String(text)) = &component.value
+                && !text.trim().is_empty()
+            {
+                assessment.exception_justification = Some(text.clone());
             }
         }
     }
@@ -1023,10 +1013,10 @@ impl<'a> Mapper<'_, 'a> {
             ids: self.identifiers(&plan.identifier),
         });
         for (n, goal_ref) in plan.goal.iter().flatten().enumerate() {
-            if let Some(g) = self.resolve_ref(at, goal_ref, &format!("CarePlan.goal[{n}]")) {
-                if let Resource::Goal(goal) = self.index.get(g) {
-                    push_goal(goal, referral);
-                }
+            if let Some(g) = self.resolve_ref(at, goal_ref, &format!("CarePlan.goal[{n}]"))
+                && let Resource::Goal(goal) = self.index.get(g)
+            {
+                push_goal(goal, referral);
             }
         }
     }
@@ -1049,13 +1039,12 @@ impl<'a> Mapper<'_, 'a> {
             if out.payer_name.is_none() {
                 out.payer_name = payor.display.clone();
             }
-            if payor.reference.is_some() {
-                if let Some(o) = self.resolve_ref(at, payor, &format!("Coverage.payor[{n}]")) {
-                    if let Resource::Organization(org) = self.index.get(o) {
-                        out.payer_ids.extend(self.identifiers(&org.identifier));
-                        out.payer_name = org.name.clone().or(out.payer_name);
-                    }
-                }
+            if payor.reference.is_some()
+                && let Some(o) = self.resolve_ref(at, payor, &format!("Coverage.payor[{n}]"))
+                && let Resource::Organization(org) = self.index.get(o)
+            {
+                out.payer_ids.extend(self.identifiers(&org.identifier));
+                out.payer_name = org.name.clone().or(out.payer_name);
             }
         }
         out.copayment_exempt = coverage
@@ -1098,10 +1087,10 @@ fn push_goal(goal: &Goal, referral: &mut Referral) {
         .text
         .clone()
         .or_else(|| codings(&goal.description).find_map(|c| c.display.clone()));
-    if let Some(text) = text {
-        if !referral.goals.contains(&text) {
-            referral.goals.push(text);
-        }
+    if let Some(text) = text
+        && !referral.goals.contains(&text)
+    {
+        referral.goals.push(text);
     }
 }
 

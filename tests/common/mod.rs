@@ -25,7 +25,11 @@ pub fn engine() -> Engine {
 /// Third-party material beside the repository (`../shared/corpus`).
 pub fn corpus() -> PathBuf {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus"));
-    assert!(dir.is_dir(), "the shared corpus must sit beside the repository at {}", dir.display());
+    assert!(
+        dir.is_dir(),
+        "the shared corpus must sit beside the repository at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -37,7 +41,11 @@ pub fn process(engine: &Engine, bytes: &[u8]) -> Processed {
 
 /// Processes `bytes` against `ledger`.
 pub fn process_with(engine: &Engine, bytes: &[u8], ledger: &mut MemoryLedger) -> Processed {
-    let inbound = Inbound { bytes, content_type: None, message_id: None };
+    let inbound = Inbound {
+        bytes,
+        content_type: None,
+        message_id: None,
+    };
     match engine.process(inbound, ledger, TODAY) {
         Ok(p) => p,
         Err(e) => panic!("the in-memory ledger cannot fail: {e}"),
