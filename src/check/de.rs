@@ -121,6 +121,7 @@ impl DeRulePack {
             issues: Vec::new(),
         };
         run.identifiers();
+        run.patient();
         run.request();
         run.diagnoses();
         run.prescriber();
@@ -162,10 +163,8 @@ impl Run<'_> {
     fn identifiers(&mut self) {
         let r = self.referral;
         let patient_ids = r.patient.iter().flat_map(|p| p.ids.iter());
-        let prescriber_ids = r
-            .prescriber
-            .iter()
-            .flat_map(|p| p.person_ids.iter().chain(p.organisation_ids.iter()));
+        let person_ids = r.prescriber.iter().flat_map(|p| p.person_ids.iter());
+        let practice_ids = r.prescriber.iter().flat_map(|p| p.organisation_ids.iter());
         let payer_ids = r.coverage.iter().flat_map(|c| c.payer_ids.iter());
         let provider_ids = r.requested_provider.iter().flat_map(|p| p.ids.iter());
         let checks = &self.pack.identifier_checks;
@@ -173,10 +172,10 @@ impl Run<'_> {
         for (n, id) in patient_ids.enumerate() {
             found.push((format!("Patient.identifier[{n}]"), id));
         }
-        for id in prescriber_ids {
+        for id in person_ids {
             found.push(("Practitioner.identifier".to_owned(), id));
         }
-        for id in payer_ids.chain(provider_ids) {
+        for id in practice_ids.chain(payer_ids).chain(provider_ids) {
             found.push(("Organization.identifier".to_owned(), id));
         }
         for (path, id) in found {
@@ -201,6 +200,13 @@ impl Run<'_> {
                     .severity(severity);
                 self.push(issue);
             }
+        }
+    }
+
+    fn patient(&mut self) {
+        if self.patient_age().is_none() {
+            let issue = self.issue("DE-PT-01");
+            self.push(issue);
         }
     }
 
@@ -426,10 +432,6 @@ impl Run<'_> {
         let only_transition =
             !quals.is_empty() && quals.iter().all(|q| rules.transition_age_only.contains(q));
         let age = self.patient_age();
-        if age.is_none() {
-            let issue = self.issue("DE-PT-01");
-            self.push(issue);
-        }
         if only_transition && self.kind() != Some(ReferralKind::GpIndicationReferral) {
             let range = format!(
                 "{}-{}",
@@ -456,7 +458,7 @@ impl Run<'_> {
         }
         let limit = self.pack.trial_sessions_max_units;
         let requested = self.units().unwrap_or(0);
-        let total = requested + self.ctx.prior.trial_units_used;
+        let total = requested.saturating_add(self.ctx.prior.trial_units_used);
         if total > limit {
             let detail = if self.ctx.prior.trial_units_used > 0 {
                 format!("{requested} + {} used", self.ctx.prior.trial_units_used)
@@ -569,3 +571,7 @@ pub fn age_on(birth: Date, today: Date) -> i32 {
     }
     age
 }
+
+#[cfg(test)]
+#[path = "de_tests.rs"]
+mod tests;
