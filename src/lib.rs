@@ -7,10 +7,14 @@ pub mod model;
 
 pub mod check;
 pub mod decode;
+pub mod forward;
 pub mod intake;
 pub mod map;
 pub mod store;
 
+pub mod app;
+pub mod config;
 pub mod mappings;
 pub mod outcome;
 pub mod pipeline;
+pub mod telemetry;

@@ -53,6 +53,30 @@ enum Command {
         /// The file.
         path: PathBuf,
     },
+    /// Run the gateway: RabbitMQ and HTTP intake, store, forwarding.
+    ///
+    /// Works with nothing configured: an embedded SQLite file, the local RabbitMQ if one answers
+    /// (else HTTP only), HTTP on 127.0.0.1:8080.
+    Serve {
+        /// TOML configuration file (see docker/sociogate.toml); SOCIOGATE_* variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
+    /// outputs go to the outbox, which a running `serve` relays.
+    Replay {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Replay every stored message with this status (e.g. dead, unreadable).
+        #[arg(long)]
+        status: Option<String>,
+        /// Gateway ids.
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +92,37 @@ fn parse_date(s: &str) -> Result<Date, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Serve { config, log_json } = &cli.command {
+        sociogate::telemetry::init_logs(*log_json);
+        return match serve(config.as_deref(), cli.mappings.clone()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("sociogate: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Replay {
+        config,
+        status,
+        ids,
+    } = &cli.command
+    {
+        sociogate::telemetry::init_logs(false);
+        return match replay(
+            config.as_deref(),
+            cli.mappings.clone(),
+            status.as_deref(),
+            ids,
+        ) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("sociogate: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -96,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
         } => check(&engine, at, format, &lang, &paths),
         Command::Translate { path } => translate(&engine, &path),
+        Command::Serve { .. } | Command::Replay { .. } => Ok(ExitCode::from(2)),
     }
 }
 
@@ -221,4 +277,106 @@ fn translate(engine: &Engine, path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+fn load_config(
+    path: Option<&Path>,
+    mappings: Option<PathBuf>,
+) -> anyhow::Result<sociogate::config::Config> {
+    let mut config = sociogate::config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if mappings.is_some() {
+        config.pipeline.mappings = mappings;
+    }
+    Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(config: Option<&Path>, mappings: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(config, mappings)?;
+    runtime()?.block_on(async move {
+        let running = sociogate::app::start(config).await?;
+        sociogate::app::termination_signal().await;
+        tracing::info!("Shutting down: finishing in-flight messages");
+        running.shutdown().await;
+        tracing::info!("Stopped");
+        Ok(())
+    })
+}
+
+fn replay(
+    config: Option<&Path>,
+    mappings: Option<PathBuf>,
+    status: Option<&str>,
+    ids: &[String],
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(config, mappings)?;
+    if ids.is_empty() && status.is_none() {
+        anyhow::bail!("name gateway ids or --status");
+    }
+    runtime()?.block_on(async move {
+        let store = sociogate::store::Store::connect(
+            &config.store.database_url,
+            config.store.max_connections,
+        )
+        .await?;
+        let dir = config
+            .pipeline
+            .mappings
+            .clone()
+            .unwrap_or_else(Mappings::default_dir);
+        let engine = Engine::load(&dir, config.limits())?;
+        let gateway = sociogate::pipeline::gateway::Gateway::new(
+            std::sync::Arc::new(engine),
+            store.clone(),
+            config.amqp.clone(),
+            &config.pipeline.default_language,
+        );
+        let mut targets: Vec<String> = ids.to_vec();
+        if let Some(status) = status {
+            targets.extend(store.message_ids_with_status(status, 100_000).await?);
+        }
+        let mut missing = false;
+        for id in targets {
+            let Some(stored) = store.load_message(&id).await? else {
+                eprintln!("{id}: not stored");
+                missing = true;
+                continue;
+            };
+            let envelope = sociogate::pipeline::gateway::Envelope {
+                channel: "replay",
+                body: stored.body,
+                content_type: stored.content_type,
+                // A replay is a new message: its own idempotency key, the original correlation.
+                message_id: Some(format!("replay:{}:{}", stored.id, uuid::Uuid::now_v7())),
+                correlation_id: stored.correlation_id.or(stored.message_id),
+                reply_to: stored.reply_to,
+                language: None,
+                headers: serde_json::from_str(&stored.headers).unwrap_or_default(),
+            };
+            match gateway.handle(&envelope).await? {
+                sociogate::pipeline::gateway::Handled::New {
+                    gateway_id,
+                    verdict,
+                    ..
+                } => {
+                    println!("{id}: replayed as {gateway_id}: {}", verdict.as_str());
+                }
+                sociogate::pipeline::gateway::Handled::Duplicate { gateway_id, .. } => {
+                    println!("{id}: already replayed as {gateway_id}");
+                }
+            }
+        }
+        store.close().await;
+        Ok(if missing {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
 }

@@ -1,5 +1,558 @@
-//! Store: durable state. Today this holds the entitlement ledger interface and its in-memory
-//! implementation used by `sociogate check`; the SQL stores of the gateway implement the same
-//! interface.
+//! Store: the durable state of the gateway, over sqlx. SQLite (an embedded file) by default,
+//! PostgreSQL when the configured URL names one. The only module with SQL.
+//!
+//! One inbound message is written in one transaction ([`Tx`]): its raw bytes and headers, its
+//! verdict, the ledger claim and the outbox rows. The intake acks only after that commits.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use time::Date;
+
+use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
 
 pub mod ledger;
+
+/// Errors of the store. All are I/O: the caller retries or reports them, never a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement, or could not be reached.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not have the shape the gateway wrote.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// The gateway's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// An inbound message as stored before its verdict.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// Gateway id (UUID v7).
+    pub id: &'a str,
+    /// Idempotency key.
+    pub idempotency_key: &'a str,
+    /// `amqp`, `http` or `replay`.
+    pub channel: &'a str,
+    /// Content type as declared.
+    pub content_type: Option<&'a str>,
+    /// AMQP `message-id` or HTTP equivalent.
+    pub message_id: Option<&'a str>,
+    /// AMQP `correlation-id`.
+    pub correlation_id: Option<&'a str>,
+    /// AMQP `reply-to`.
+    pub reply_to: Option<&'a str>,
+    /// Other headers as JSON.
+    pub headers: &'a str,
+    /// SHA-256 of the body, hex.
+    pub sha256: &'a str,
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+/// The outcome of storing an inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// First time this idempotency key was seen.
+    New,
+    /// Seen before: nothing is written again.
+    Duplicate(StoredSummary),
+}
+
+/// What is known of a message already stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSummary {
+    /// Gateway id.
+    pub id: String,
+    /// Status (`accepted`, `rejected`, `unreadable`, `dead`).
+    pub status: String,
+    /// OperationOutcome JSON, when finished.
+    pub outcome: Option<String>,
+}
+
+/// A stored inbound message, for replay.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Gateway id.
+    pub id: String,
+    /// Idempotency key.
+    pub idempotency_key: String,
+    /// Status.
+    pub status: String,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Transport message id.
+    pub message_id: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Reply-to.
+    pub reply_to: Option<String>,
+    /// Headers JSON.
+    pub headers: String,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+/// The verdict part of a message row.
+#[derive(Debug, Clone)]
+pub struct Finished<'a> {
+    /// `accepted`, `rejected`, `unreadable` or `dead`.
+    pub status: &'a str,
+    /// Jurisdiction code, when decided.
+    pub jurisdiction: Option<&'a str>,
+    /// Patient key, when known.
+    pub patient_key: Option<&'a str>,
+    /// Rule codes, comma-separated.
+    pub rule_codes: &'a str,
+    /// Canonical referral JSON.
+    pub referral: Option<&'a str>,
+    /// OperationOutcome JSON.
+    pub outcome: &'a str,
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Row id; also the outbound AMQP `message-id` suffix.
+    pub id: i64,
+    /// Gateway id of the inbound message.
+    pub message: String,
+    /// What the output is (`provider`, `insurer`, `reply`, `rejected`, `dead-letter`, ...).
+    pub kind: String,
+    /// Exchange ("" = default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Content type.
+    pub content_type: String,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Headers JSON object.
+    pub headers: String,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Publish attempts so far.
+    pub attempts: i64,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn iso_date(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        date.month() as u8,
+        date.day()
+    )
+}
+
+fn parse_date(s: &str) -> Result<Date, StoreError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s, format).map_err(|e| StoreError::Corrupt(format!("date {s:?}: {e}")))
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`) and
+    /// runs the migrations of that backend.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let options = AnyPoolOptions::new();
+        let pool = match backend {
+            // SQLite has one writer; one connection serialises every transaction, which is
+            // also what keeps budget updates per patient serial.
+            Backend::Sqlite => {
+                options
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 5000")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                options
+                    .max_connections(max_connections.max(2))
+                    .connect(url)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(&pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&pool)
+                    .await?
+            }
+        }
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Starts the transaction for one message.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            backend: self.backend,
+        })
+    }
+
+    /// A stored message by gateway id.
+    pub async fn load_message(&self, id: &str) -> Result<Option<StoredMessage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, idempotency_key, status, content_type, message_id, correlation_id, reply_to, headers, body \
+             FROM messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| -> Result<StoredMessage, StoreError> {
+            Ok(StoredMessage {
+                id: r.try_get("id")?,
+                idempotency_key: r.try_get("idempotency_key")?,
+                status: r.try_get("status")?,
+                content_type: r.try_get("content_type")?,
+                message_id: r.try_get("message_id")?,
+                correlation_id: r.try_get("correlation_id")?,
+                reply_to: r.try_get("reply_to")?,
+                headers: r.try_get("headers")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Gateway ids of messages with `status`, oldest first.
+    pub async fn message_ids_with_status(
+        &self,
+        status: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM messages WHERE status = $1 ORDER BY received_at, id LIMIT $2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Counts of messages per status.
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM messages GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Up to `limit` outbox rows waiting to be published, oldest first.
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts \
+             FROM outbox WHERE status = 'pending' ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    /// Marks rows as published.
+    pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        for id in ids {
+            sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
+                .bind(&at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts a failed publish attempt; after `max_attempts` the row is parked as `failed`.
+    pub async fn mark_failed_attempt(&self, id: i64, max_attempts: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, \
+             status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE status END WHERE id = $2",
+        )
+        .bind(max_attempts)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Rows waiting in the outbox.
+    pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Total minutes recorded for a patient (for operators and tests).
+    pub async fn ledger_minutes(&self, patient_key: &str) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT COALESCE(SUM(minutes), 0) AS n FROM ledger WHERE patient_key = $1")
+                .bind(patient_key)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        id: r.try_get("id")?,
+        message: r.try_get("message")?,
+        kind: r.try_get("kind")?,
+        exchange: r.try_get("exchange")?,
+        routing_key: r.try_get("routing_key")?,
+        content_type: r.try_get("content_type")?,
+        correlation_id: r.try_get("correlation_id")?,
+        headers: r.try_get("headers")?,
+        body: r.try_get("body")?,
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+/// An outbound message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbound {
+    /// What the output is.
+    pub kind: String,
+    /// Exchange ("" = default exchange).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Content type.
+    pub content_type: String,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Headers JSON object.
+    pub headers: String,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// The transaction of one inbound message.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+}
+
+impl Tx {
+    /// Stores the raw message, unless its idempotency key was seen before.
+    pub async fn insert_message(&mut self, m: &NewMessage<'_>) -> Result<Inserted, StoreError> {
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, content_type, message_id, \
+             correlation_id, reply_to, headers, sha256, body, status) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, 'received') \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(m.id)
+        .bind(m.idempotency_key)
+        .bind(m.channel)
+        .bind(&at)
+        .bind(m.content_type)
+        .bind(m.message_id)
+        .bind(m.correlation_id)
+        .bind(m.reply_to)
+        .bind(m.headers)
+        .bind(m.sha256)
+        .bind(m.body)
+        .execute(&mut *self.tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Inserted::New);
+        }
+        let row =
+            sqlx::query("SELECT id, status, outcome FROM messages WHERE idempotency_key = $1")
+                .bind(m.idempotency_key)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        Ok(Inserted::Duplicate(StoredSummary {
+            id: row.try_get("id")?,
+            status: row.try_get("status")?,
+            outcome: row.try_get("outcome")?,
+        }))
+    }
+
+    /// Takes the per-patient lock until commit, so concurrent referrals of one patient are
+    /// checked against the budget one after the other (on SQLite the single writer does this).
+    pub async fn lock_patient(&mut self, patient_key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO patients (patient_key) VALUES ($1) ON CONFLICT (patient_key) DO NOTHING",
+        )
+        .bind(patient_key)
+        .execute(&mut *self.tx)
+        .await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT patient_key FROM patients WHERE patient_key = $1 FOR UPDATE")
+                .bind(patient_key)
+                .fetch_one(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Budget use of the window containing `start`.
+    pub async fn prior_usage(
+        &mut self,
+        patient_key: &str,
+        start: Date,
+        window_years: i32,
+    ) -> Result<PriorUsage, StoreError> {
+        let rows = sqlx::query(
+            "SELECT start_date, minutes, trial_units FROM ledger WHERE patient_key = $1",
+        )
+        .bind(patient_key)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let start_date: String = r.try_get("start_date")?;
+            let minutes: i64 = r.try_get("minutes")?;
+            let trial_units: i64 = r.try_get("trial_units")?;
+            entries.push(LedgerEntry {
+                patient_key: patient_key.to_owned(),
+                start: parse_date(&start_date)?,
+                minutes: u64::try_from(minutes).unwrap_or(0),
+                trial_units: u32::try_from(trial_units).unwrap_or(0),
+            });
+        }
+        Ok(usage_from_entries(&entries, start, window_years))
+    }
+
+    /// Appends an accepted referral's claim to the ledger.
+    pub async fn record_ledger(
+        &mut self,
+        message: &str,
+        entry: &LedgerEntry,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO ledger (patient_key, message, start_date, minutes, trial_units) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&entry.patient_key)
+            .bind(message)
+            .bind(iso_date(entry.start))
+            .bind(i64::try_from(entry.minutes).unwrap_or(i64::MAX))
+            .bind(i64::from(entry.trial_units))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the verdict of a message.
+    pub async fn finish_message(&mut self, id: &str, f: &Finished<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE messages SET status = $1, jurisdiction = $2, patient_key = $3, rule_codes = $4, referral = $5, \
+             outcome = $6, updated_at = $7 WHERE id = $8",
+        )
+        .bind(f.status)
+        .bind(f.jurisdiction)
+        .bind(f.patient_key)
+        .bind(f.rule_codes)
+        .bind(f.referral)
+        .bind(f.outcome)
+        .bind(now())
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds an outbound message to the outbox.
+    pub async fn enqueue(&mut self, message: &str, out: &NewOutbound) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
+        )
+        .bind(message)
+        .bind(&out.kind)
+        .bind(&out.exchange)
+        .bind(&out.routing_key)
+        .bind(&out.content_type)
+        .bind(out.correlation_id.as_deref())
+        .bind(&out.headers)
+        .bind(&out.body)
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Commits everything written for this message.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

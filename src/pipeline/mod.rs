@@ -2,6 +2,8 @@
 //! (intake -> decode -> map -> check -> store -> forward).
 
 use sha2::{Digest, Sha256};
+
+pub mod gateway;
 use time::Date;
 
 use crate::check::{self, CheckContext, Issue, RulePacks, Verdict};
@@ -102,7 +104,7 @@ impl Engine {
 
     /// Decodes and maps without checking (for `sociogate translate`).
     pub fn translate(&self, inbound: Inbound<'_>) -> Processed {
-        match self.decode_and_map(inbound) {
+        match self.prepare(inbound) {
             Ok(mapped) => {
                 let verdict = Verdict::from_issues(&mapped.issues);
                 mapped.finish(verdict)
@@ -119,35 +121,65 @@ impl Engine {
         ledger: &mut dyn Ledger,
         today: Date,
     ) -> Result<Processed, LedgerError> {
-        let mut mapped = match self.decode_and_map(inbound) {
+        let mapped = match self.prepare(inbound) {
             Ok(mapped) => mapped,
             Err(unreadable) => return Ok(*unreadable),
         };
+        let prior = match self.budget_query(&mapped, today) {
+            Some(q) => ledger.prior_usage(&q.patient_key, q.start, q.window_years)?,
+            None => PriorUsage::default(),
+        };
+        let (processed, entry) = self.finish(mapped, &prior, today);
+        if let Some(entry) = entry {
+            ledger.record(entry)?;
+        }
+        Ok(processed)
+    }
+
+    /// What the ledger must be asked before `mapped` can be checked, if anything.
+    pub fn budget_query(&self, mapped: &Mapped, today: Date) -> Option<BudgetQuery> {
         let referral = &mapped.referral;
-        // Not sociotherapy, or no request at all: the rule pack's findings would only bury the
-        // real reason.
-        let found_request = !mapped.issues.iter().any(|i| i.code == "GW-MAP-01");
-        if referral.is_sociotherapy && found_request {
-            let prior = self.prior_usage(referral, ledger, today)?;
-            let ctx = CheckContext {
-                today,
-                prior: &prior,
-            };
-            let findings = check::check(referral, &self.packs, self.mappings.rules(), &ctx);
+        if !self.wants_check(mapped) || referral.jurisdiction != Some(Jurisdiction::De) {
+            return None;
+        }
+        Some(BudgetQuery {
+            patient_key: patient_key(referral)?,
+            start: start_of(referral, today),
+            window_years: self.packs.de()?.budget.window_years,
+        })
+    }
+
+    /// Not sociotherapy, or no request at all: the rule pack's findings would only bury the
+    /// real reason.
+    fn wants_check(&self, mapped: &Mapped) -> bool {
+        mapped.referral.is_sociotherapy && !mapped.issues.iter().any(|i| i.code == "GW-MAP-01")
+    }
+
+    /// Checks a mapped message with the patient's prior budget use (pure). Returns the result
+    /// and, for an accepted referral that charges the budget, the ledger entry to record.
+    pub fn finish(
+        &self,
+        mut mapped: Mapped,
+        prior: &PriorUsage,
+        today: Date,
+    ) -> (Processed, Option<LedgerEntry>) {
+        if self.wants_check(&mapped) {
+            let ctx = CheckContext { today, prior };
+            let findings = check::check(&mapped.referral, &self.packs, self.mappings.rules(), &ctx);
             mapped.issues.extend(findings);
         }
         mapped.issues.sort_by_key(|i| std::cmp::Reverse(i.severity));
         let verdict = Verdict::from_issues(&mapped.issues);
-        if verdict == Verdict::Accepted
-            && let Some(entry) = self.ledger_entry(&mapped.referral, today)
-        {
-            ledger.record(entry)?;
-        }
-        Ok(mapped.finish(verdict))
+        let entry = if verdict == Verdict::Accepted {
+            self.ledger_entry(&mapped.referral, today)
+        } else {
+            None
+        };
+        (mapped.finish(verdict), entry)
     }
 
-    /// Decode and map; an undecodable payload comes back as a finished unreadable result.
-    fn decode_and_map(&self, inbound: Inbound<'_>) -> Result<Mapped, Box<Processed>> {
+    /// Decodes and maps; an undecodable payload comes back as a finished unreadable result.
+    pub fn prepare(&self, inbound: Inbound<'_>) -> Result<Mapped, Box<Processed>> {
         let sha256 = hex::encode(Sha256::digest(inbound.bytes));
         let (format, decoded) =
             match decode::decode(inbound.bytes, inbound.content_type, &self.limits) {
@@ -177,22 +209,6 @@ impl Engine {
         })
     }
 
-    /// Reads what earlier referrals of this patient used.
-    fn prior_usage(
-        &self,
-        referral: &Referral,
-        ledger: &dyn Ledger,
-        today: Date,
-    ) -> Result<PriorUsage, LedgerError> {
-        let (Some(key), Some(pack)) = (patient_key(referral), self.packs.de()) else {
-            return Ok(PriorUsage::default());
-        };
-        if referral.jurisdiction != Some(Jurisdiction::De) {
-            return Ok(PriorUsage::default());
-        }
-        ledger.prior_usage(&key, start_of(referral, today), pack.budget.window_years)
-    }
-
     fn ledger_entry(&self, referral: &Referral, today: Date) -> Option<LedgerEntry> {
         if referral.jurisdiction != Some(Jurisdiction::De) {
             return None;
@@ -212,12 +228,28 @@ impl Engine {
     }
 }
 
-/// A decoded and mapped message waiting for its verdict.
-struct Mapped {
-    format: Format,
-    referral: Referral,
-    issues: Vec<Issue>,
-    sha256: String,
+/// A decoded and mapped message waiting for its check.
+#[derive(Debug)]
+pub struct Mapped {
+    /// Detected format.
+    pub format: Format,
+    /// The canonical referral.
+    pub referral: Referral,
+    /// Findings of decode and map.
+    pub issues: Vec<Issue>,
+    /// SHA-256 of the payload, hex.
+    pub sha256: String,
+}
+
+/// A read of the ledger that the check of one referral needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetQuery {
+    /// The patient.
+    pub patient_key: String,
+    /// First day of the requested care.
+    pub start: Date,
+    /// Window length in years.
+    pub window_years: i32,
 }
 
 impl Mapped {

@@ -1,0 +1,201 @@
+//! Wiring of `sociogate serve`: the store, the engine, the AMQP consumer and outbox relay
+//! (reconnecting while the process runs), the HTTP server, and graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::intake;
+use crate::mappings::Mappings;
+use crate::pipeline::Engine;
+use crate::pipeline::gateway::Gateway;
+use crate::store::Store;
+
+/// A running gateway, for tests and embedding: stop it with [`Running::shutdown`].
+pub struct Running {
+    /// Address the HTTP server listens on.
+    pub http_addr: std::net::SocketAddr,
+    /// Cancels everything.
+    pub shutdown: CancellationToken,
+    /// The pipeline (with its store).
+    pub gateway: Gateway,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stops consuming, finishes in-flight messages, drains the outbox, and waits.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.gateway.store().close().await;
+    }
+}
+
+/// Starts every part of the service and returns once it is listening.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration: {}", problems.join("; "));
+    }
+    let mappings_dir = config
+        .pipeline
+        .mappings
+        .clone()
+        .unwrap_or_else(Mappings::default_dir);
+    let engine = Engine::load(&mappings_dir, config.limits())
+        .with_context(|| format!("loading mappings from {}", mappings_dir.display()))?;
+    let store = Store::connect(&config.store.database_url, config.store.max_connections)
+        .await
+        .context("opening the store")?;
+    tracing::info!(backend = ?store.backend(), "Store ready");
+    let gateway = Gateway::new(
+        Arc::new(engine),
+        store.clone(),
+        config.amqp.clone(),
+        &config.pipeline.default_language,
+    );
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let amqp_enabled = !config.amqp.url.trim().is_empty();
+    let broker_ok = Arc::new(AtomicBool::new(!amqp_enabled));
+    if amqp_enabled {
+        tasks.spawn(supervise_amqp(
+            gateway.clone(),
+            store.clone(),
+            config.clone(),
+            broker_ok.clone(),
+            shutdown.clone(),
+        ));
+    } else {
+        tracing::warn!("AMQP is disabled (amqp.url is empty): serving HTTP only");
+    }
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let state = intake::http::HttpState {
+        gateway: gateway.clone(),
+        max_bytes: config.pipeline.max_bytes,
+        broker_ok,
+        metrics: crate::telemetry::install_metrics(),
+    };
+    let router = intake::http::router(state);
+    let http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%http_addr, "HTTP intake listening");
+    Ok(Running {
+        http_addr,
+        shutdown,
+        gateway,
+        tasks,
+    })
+}
+
+/// Connects to RabbitMQ and runs the consumer and the relay; reconnects after a failure. While
+/// the broker is unreachable the gateway serves HTTP only and says so.
+async fn supervise_amqp(
+    gateway: Gateway,
+    store: Store,
+    config: Config,
+    broker_ok: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let cfg = Arc::new(config.amqp.clone());
+    let mut warned = false;
+    while !shutdown.is_cancelled() {
+        let props = ConnectionProperties::default().with_connection_name("sociogate".into());
+        let connection = match tokio::time::timeout(
+            Duration::from_secs(5),
+            Connection::connect(&cfg.url, props),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                if !warned {
+                    tracing::warn!(error = %e, "RabbitMQ is not reachable: serving HTTP only until it is");
+                    warned = true;
+                }
+                sleep_or_cancel(Duration::from_secs(2), &shutdown).await;
+                continue;
+            }
+            Err(_) => {
+                if !warned {
+                    tracing::warn!(
+                        "RabbitMQ did not answer within 5 s: serving HTTP only until it does"
+                    );
+                    warned = true;
+                }
+                continue;
+            }
+        };
+        let connection = Arc::new(connection);
+        warned = false;
+        broker_ok.store(true, Ordering::Relaxed);
+        tracing::info!("Connected to RabbitMQ");
+        let relay_stop = shutdown.child_token();
+        let relay = tokio::spawn(crate::forward::relay::run(
+            store.clone(),
+            connection.clone(),
+            config.outbox.clone(),
+            relay_stop.clone(),
+        ));
+        let consumed =
+            intake::amqp::run(gateway.clone(), &connection, cfg.clone(), shutdown.clone()).await;
+        // The consumer has finished its in-flight messages; let the relay drain, then stop it.
+        relay_stop.cancel();
+        let _ = relay.await;
+        broker_ok.store(false, Ordering::Relaxed);
+        match consumed {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "AMQP consumer stopped; reconnecting");
+                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+            }
+        }
+        let _ = connection.close(200, "bye".into()).await;
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

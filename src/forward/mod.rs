@@ -1,0 +1,269 @@
+//! Forward: decides what each verdict sends where, and relays the outbox to RabbitMQ.
+//!
+//! [`plan`] is pure: it turns one processed message into outbox rows, written in the same
+//! transaction as the verdict. [`relay`] publishes those rows with publisher confirms.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::check::Verdict;
+use crate::config::AmqpConfig;
+use crate::model::{IdentifierKind, Referral};
+use crate::pipeline::Processed;
+use crate::store::NewOutbound;
+
+pub mod fhir;
+pub mod relay;
+
+/// Content type of FHIR JSON.
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// What the sender told the transport about the message.
+#[derive(Debug, Clone, Default)]
+pub struct Origin<'a> {
+    /// Gateway id.
+    pub gateway_id: &'a str,
+    /// Inbound AMQP `message-id`.
+    pub message_id: Option<&'a str>,
+    /// Inbound AMQP `correlation-id`.
+    pub correlation_id: Option<&'a str>,
+    /// Inbound AMQP `reply-to`.
+    pub reply_to: Option<&'a str>,
+    /// Inbound content type.
+    pub content_type: Option<&'a str>,
+    /// The raw payload.
+    pub body: &'a [u8],
+}
+
+/// Outbox rows for one processed message.
+pub fn plan(
+    origin: &Origin<'_>,
+    processed: &Processed,
+    outcome: &Value,
+    cfg: &AmqpConfig,
+) -> Vec<NewOutbound> {
+    let mut out = Vec::new();
+    let codes: Vec<&str> = processed.issues.iter().map(|i| i.code.as_str()).collect();
+    let mut headers = BTreeMap::new();
+    headers.insert("x-sociogate-gateway-id", origin.gateway_id.to_owned());
+    headers.insert("x-sociogate-verdict", processed.verdict.as_str().to_owned());
+    if let Some(id) = origin.message_id {
+        headers.insert("x-sociogate-inbound-message-id", id.to_owned());
+    }
+    if let Some(j) = processed.referral.as_ref().and_then(|r| r.jurisdiction) {
+        headers.insert("x-sociogate-jurisdiction", j.code().to_owned());
+    }
+    let correlation = origin
+        .correlation_id
+        .or(origin.message_id)
+        .map(str::to_owned);
+    let headers_json = |extra: &[(&str, String)]| -> String {
+        let mut h: BTreeMap<&str, String> = headers.clone();
+        for (k, v) in extra {
+            h.insert(k, v.clone());
+        }
+        serde_json::to_string(&h).unwrap_or_else(|_| "{}".to_owned())
+    };
+
+    match (processed.verdict, &processed.referral) {
+        (Verdict::Accepted, Some(referral)) => {
+            let original = serde_json::from_slice::<Value>(crate::decode::strip_bom(origin.body))
+                .unwrap_or(Value::Null);
+            let provider_key = provider_routing_key(referral);
+            out.push(NewOutbound {
+                kind: "provider".to_owned(),
+                exchange: cfg.referrals_exchange.clone(),
+                routing_key: format!("{provider_key}.fhir"),
+                content_type: FHIR_JSON.to_owned(),
+                correlation_id: correlation.clone(),
+                headers: headers_json(&[("x-sociogate-event", "referral-validated".to_owned())]),
+                body: fhir::provider_bundle(origin.gateway_id, &original)
+                    .to_string()
+                    .into_bytes(),
+            });
+            if cfg.publish_canonical {
+                out.push(NewOutbound {
+                    kind: "provider-canonical".to_owned(),
+                    exchange: cfg.referrals_exchange.clone(),
+                    routing_key: format!("{provider_key}.canonical"),
+                    content_type: "application/json".to_owned(),
+                    correlation_id: correlation.clone(),
+                    headers: headers_json(&[(
+                        "x-sociogate-event",
+                        "referral-validated".to_owned(),
+                    )]),
+                    body: serde_json::to_vec(referral).unwrap_or_default(),
+                });
+            }
+            out.push(NewOutbound {
+                kind: "insurer".to_owned(),
+                exchange: cfg.insurers_exchange.clone(),
+                routing_key: payer_routing_key(referral),
+                content_type: FHIR_JSON.to_owned(),
+                correlation_id: correlation.clone(),
+                headers: headers_json(&[(
+                    "x-sociogate-event",
+                    "preauthorization-request".to_owned(),
+                )]),
+                body: fhir::preauthorization_bundle(origin.gateway_id, referral, &original)
+                    .to_string()
+                    .into_bytes(),
+            });
+        }
+        (Verdict::Accepted | Verdict::Rejected, referral) => {
+            let jurisdiction = referral
+                .as_ref()
+                .and_then(|r| r.jurisdiction)
+                .map_or("unknown", |j| j.code());
+            out.push(NewOutbound {
+                kind: "rejected".to_owned(),
+                exchange: cfg.rejected_exchange.clone(),
+                routing_key: format!("{jurisdiction}.rejected"),
+                content_type: FHIR_JSON.to_owned(),
+                correlation_id: correlation.clone(),
+                headers: headers_json(&[("x-sociogate-rules", codes.join(","))]),
+                body: outcome.to_string().into_bytes(),
+            });
+        }
+        (Verdict::Unreadable, _) => {
+            let reason = processed
+                .issues
+                .first()
+                .map(|i| format!("{}: {}", i.code, i.detail.as_deref().unwrap_or("")))
+                .unwrap_or_default();
+            out.push(NewOutbound {
+                kind: "dead-letter".to_owned(),
+                exchange: String::new(),
+                routing_key: cfg.dead_letter_queue.clone(),
+                content_type: origin
+                    .content_type
+                    .unwrap_or("application/octet-stream")
+                    .to_owned(),
+                correlation_id: correlation.clone(),
+                headers: headers_json(&[
+                    ("x-sociogate-rules", codes.join(",")),
+                    ("x-sociogate-reason", truncate(&reason, 512)),
+                ]),
+                body: origin.body.to_vec(),
+            });
+        }
+    }
+    if let Some(reply_to) = origin.reply_to.filter(|r| !r.is_empty()) {
+        out.push(NewOutbound {
+            kind: "reply".to_owned(),
+            exchange: String::new(),
+            routing_key: reply_to.to_owned(),
+            content_type: FHIR_JSON.to_owned(),
+            correlation_id: correlation,
+            headers: headers_json(&[]),
+            body: fhir::response_bundle(
+                origin.gateway_id,
+                origin.message_id,
+                processed.verdict,
+                outcome,
+            )
+            .to_string()
+            .into_bytes(),
+        });
+    }
+    out
+}
+
+/// An outbound message that a transient failure made impossible to process: the raw bytes go
+/// to the dead-letter queue with the reason.
+pub fn dead_letter(origin: &Origin<'_>, reason: &str, cfg: &AmqpConfig) -> NewOutbound {
+    let mut headers = BTreeMap::new();
+    headers.insert("x-sociogate-gateway-id", origin.gateway_id.to_owned());
+    headers.insert("x-sociogate-reason", truncate(reason, 512));
+    if let Some(id) = origin.message_id {
+        headers.insert("x-sociogate-inbound-message-id", id.to_owned());
+    }
+    NewOutbound {
+        kind: "dead-letter".to_owned(),
+        exchange: String::new(),
+        routing_key: cfg.dead_letter_queue.clone(),
+        content_type: origin
+            .content_type
+            .unwrap_or("application/octet-stream")
+            .to_owned(),
+        correlation_id: origin
+            .correlation_id
+            .or(origin.message_id)
+            .map(str::to_owned),
+        headers: serde_json::to_string(&headers).unwrap_or_else(|_| "{}".to_owned()),
+        body: origin.body.to_vec(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Routing-key-safe form of an identifier value (topic keys split on dots).
+fn key_part(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `provider.<id>` for a chosen provider (IK preferred), else
+/// `unassigned.<jurisdiction>.<region>` with the first digit of the patient's postal code.
+pub fn provider_routing_key(referral: &Referral) -> String {
+    if let Some(provider) = &referral.requested_provider {
+        let id = provider
+            .ids
+            .iter()
+            .find(|i| i.kind == IdentifierKind::Iknr)
+            .or_else(|| provider.ids.first());
+        if let Some(id) = id {
+            return format!("provider.{}", key_part(&id.value));
+        }
+    }
+    let jurisdiction = referral.jurisdiction.map_or("unknown", |j| j.code());
+    // Address data may be withheld (non-disclosure); the region then stays unknown.
+    let region = referral
+        .patient
+        .as_ref()
+        .filter(|p| !p.non_disclosure)
+        .and_then(|p| p.address.as_ref())
+        .and_then(|a| a.postal_code.as_deref())
+        .and_then(|pc| pc.chars().next())
+        .filter(char::is_ascii_digit)
+        .map_or_else(|| "x".to_owned(), |c| c.to_string());
+    format!("unassigned.{jurisdiction}.{region}")
+}
+
+/// `payer.<id>` (the IK for Germany).
+pub fn payer_routing_key(referral: &Referral) -> String {
+    let id = referral.coverage.as_ref().and_then(|c| {
+        c.payer_ids
+            .iter()
+            .find(|i| matches!(i.kind, IdentifierKind::Iknr | IdentifierKind::Uzovi))
+            .or_else(|| c.payer_ids.first())
+    });
+    match id {
+        Some(id) => format!("payer.{}", key_part(&id.value)),
+        None => "payer.unknown".to_owned(),
+    }
+}
+
+/// The `message-id` of an outbound message: stable across relays, so a consumer can drop a
+/// second delivery of the same output.
+pub fn outbound_message_id(gateway_id: &str, kind: &str) -> String {
+    format!("sociogate:{gateway_id}:{kind}")
+}

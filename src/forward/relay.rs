@@ -1,0 +1,199 @@
+//! The outbox relay: publishes pending outbox rows to RabbitMQ with publisher confirms and marks
+//! them sent. Delivery is at least once; every output carries a stable `message-id`
+//! (`sociogate:<gateway-id>:<kind>`) so a consumer can drop a repeat after a crash.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OutboxConfig;
+use crate::forward::outbound_message_id;
+use crate::store::{OutboxRow, Store};
+use crate::telemetry;
+
+/// Declares the exchanges and queues the gateway publishes to.
+pub async fn declare_topology(
+    channel: &Channel,
+    cfg: &crate::config::AmqpConfig,
+) -> Result<(), lapin::Error> {
+    use lapin::ExchangeKind;
+    use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for exchange in [
+        &cfg.referrals_exchange,
+        &cfg.insurers_exchange,
+        &cfg.rejected_exchange,
+    ] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            cfg.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
+fn properties(row: &OutboxRow, gateway_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Ok(map) = serde_json::from_str::<BTreeMap<String, String>>(&row.headers) {
+        for (k, v) in map {
+            headers.insert(ShortString::from(k), AMQPValue::LongString(v.into()));
+        }
+    }
+    let mut props = BasicProperties::default()
+        .with_content_type(row.content_type.as_str().into())
+        .with_delivery_mode(2)
+        .with_message_id(outbound_message_id(gateway_id, &row.kind).into())
+        .with_app_id("sociogate".into())
+        .with_headers(headers);
+    if let Some(c) = &row.correlation_id {
+        props = props.with_correlation_id(c.as_str().into());
+    }
+    props
+}
+
+/// Publishes one batch; returns how many rows were published.
+pub async fn publish_batch(
+    store: &Store,
+    channel: &Channel,
+    cfg: &OutboxConfig,
+) -> Result<usize, RelayError> {
+    let rows = store.pending_outbox(cfg.batch_size).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Publish the whole batch, then wait for the confirms: pipelined, not one round trip each.
+    let mut pending = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let confirm = channel
+            .basic_publish(
+                row.exchange.as_str().into(),
+                row.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &row.body,
+                properties(row, &row.message),
+            )
+            .await;
+        pending.push((row, confirm));
+    }
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    for (row, confirm) in pending {
+        let acked = match confirm {
+            Ok(c) => matches!(c.await, Ok(conf) if conf.is_ack()),
+            Err(_) => false,
+        };
+        if acked {
+            sent.push(row.id);
+            *kinds.entry(row.kind.as_str()).or_default() += 1;
+        } else {
+            telemetry::forward_failed();
+            store.mark_failed_attempt(row.id, cfg.max_attempts).await?;
+        }
+    }
+    store.mark_sent(&sent).await?;
+    for (kind, n) in kinds {
+        telemetry::forwarded(kind, n);
+    }
+    Ok(sent.len())
+}
+
+/// Errors of the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The broker failed.
+    #[error("broker error")]
+    Broker(#[from] lapin::Error),
+}
+
+/// Runs the relay until `shutdown`; reconnects a channel when the broker fails.
+pub async fn run(
+    store: Store,
+    connection: std::sync::Arc<Connection>,
+    cfg: OutboxConfig,
+    shutdown: CancellationToken,
+) {
+    let idle = Duration::from_millis(cfg.poll_interval_ms.max(10));
+    let mut channel: Option<Channel> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            // Drain what is already committed before stopping.
+            if let Some(ch) = &channel {
+                while let Ok(n) = publish_batch(&store, ch, &cfg).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            return;
+        }
+        if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+            match open_channel(&connection).await {
+                Ok(ch) => channel = Some(ch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Outbox relay cannot open a channel; retrying");
+                    sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let Some(ch) = channel.as_ref() else { continue };
+        match publish_batch(&store, ch, &cfg).await {
+            Ok(0) => {
+                if let Ok(depth) = store.outbox_depth().await {
+                    telemetry::outbox_depth(depth);
+                }
+                sleep_or_cancel(idle, &shutdown).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Outbox relay batch failed; retrying");
+                channel = None;
+                sleep_or_cancel(Duration::from_millis(500), &shutdown).await;
+            }
+        }
+    }
+}
+
+async fn open_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = shutdown.cancelled() => {}
+    }
+}

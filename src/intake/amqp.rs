@@ -1,0 +1,243 @@
+//! AMQP intake: consumes the durable quorum queue with manual acks and bounded prefetch.
+//! A delivery is acknowledged only after [`Gateway::handle`] committed it; a transient failure
+//! is retried with backoff and, after `max_attempts` deliveries, dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AmqpConfig;
+use crate::pipeline::gateway::{Envelope, Gateway};
+use crate::telemetry;
+
+/// Declares the inbound quorum queue.
+pub async fn declare_inbound(channel: &Channel, cfg: &AmqpConfig) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            cfg.inbound_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
+fn header_text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        AMQPValue::ShortInt(n) => Some(n.to_string()),
+        AMQPValue::LongUInt(n) => Some(n.to_string()),
+        AMQPValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The envelope of a delivery, and how often it was delivered before (quorum queues count).
+fn envelope_of(delivery: &Delivery) -> (Envelope, u32) {
+    let props = &delivery.properties;
+    let mut headers = Map::new();
+    let mut language = None;
+    let mut delivery_count = 0u32;
+    if let Some(table) = props.headers() {
+        for (key, value) in table.inner() {
+            let key = key.as_str();
+            let Some(text) = header_text(value) else {
+                continue;
+            };
+            match key {
+                "x-delivery-count" => delivery_count = text.parse().unwrap_or(0),
+                "x-sociogate-language" | "accept-language" | "Accept-Language" => {
+                    language = Some(text.clone())
+                }
+                _ => {}
+            }
+            // Only routing metadata is kept; custom headers could carry anything.
+            if key.starts_with("x-") || key.eq_ignore_ascii_case("accept-language") {
+                headers.insert(key.to_owned(), Value::String(text));
+            }
+        }
+    }
+    let envelope = Envelope {
+        channel: "amqp",
+        body: delivery.data.clone(),
+        content_type: props.content_type().as_ref().map(|s| s.as_str().to_owned()),
+        message_id: props
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .filter(|s| !s.is_empty()),
+        correlation_id: props
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned()),
+        reply_to: props
+            .reply_to()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .filter(|s| !s.is_empty()),
+        language,
+        headers: Value::Object(headers),
+    };
+    (envelope, delivery_count)
+}
+
+/// Handles one delivery to the end: ack, or nack for a retry, or dead-letter.
+async fn handle_delivery(
+    gateway: &Gateway,
+    channel: &Channel,
+    cfg: &AmqpConfig,
+    delivery: Delivery,
+) {
+    telemetry::received("amqp");
+    let (envelope, delivered_before) = envelope_of(&delivery);
+    match gateway.handle(&envelope).await {
+        Ok(_) => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                // The broker redelivers; the store recognises the duplicate.
+                tracing::warn!(error = %e, "Ack failed after commit; the redelivery will be a duplicate");
+            }
+        }
+        Err(e) => {
+            let attempt = delivered_before + 1;
+            tracing::warn!(error = %e, attempt, message_id = envelope.message_id.as_deref().unwrap_or(""), "Transient failure");
+            if attempt >= cfg.max_attempts {
+                let reason = format!("transient failure after {attempt} attempts: {e}");
+                let parked = match gateway.dead_letter(&envelope, &reason).await {
+                    Ok(_) => true,
+                    // The store itself is down: hand the raw message to the broker's DLQ directly.
+                    Err(_) => publish_dead_letter(channel, cfg, &envelope, &reason).await,
+                };
+                if parked {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                    return;
+                }
+            }
+            telemetry::retried();
+            let wait = cfg
+                .retry_backoff_ms
+                .get(delivered_before as usize)
+                .or(cfg.retry_backoff_ms.last())
+                .copied()
+                .unwrap_or(1_000);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+}
+
+async fn publish_dead_letter(
+    channel: &Channel,
+    cfg: &AmqpConfig,
+    envelope: &Envelope,
+    reason: &str,
+) -> bool {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-sociogate-reason".into(),
+        AMQPValue::LongString(reason.into()),
+    );
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    if let Some(ct) = &envelope.content_type {
+        props = props.with_content_type(ct.as_str().into());
+    }
+    if let Some(id) = &envelope.message_id {
+        props = props.with_message_id(id.as_str().into());
+    }
+    let published = channel
+        .basic_publish(
+            "".into(),
+            cfg.dead_letter_queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &envelope.body,
+            props,
+        )
+        .await;
+    match published {
+        Ok(confirm) => matches!(confirm.await, Ok(c) if c.is_ack()),
+        Err(_) => false,
+    }
+}
+
+/// Consumes until `shutdown` or until the connection fails; in-flight deliveries finish first.
+pub async fn run(
+    gateway: Gateway,
+    connection: &Connection,
+    cfg: Arc<AmqpConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    declare_inbound(&channel, &cfg).await?;
+    crate::forward::relay::declare_topology(&channel, &cfg).await?;
+    channel
+        .basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await?;
+    let tag = format!("sociogate-{}", uuid::Uuid::new_v4());
+    let mut consumer = channel
+        .basic_consume(
+            cfg.inbound_queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %cfg.inbound_queue, prefetch = cfg.prefetch, "Consuming");
+    let tracker = TaskTracker::new();
+    let result = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let gateway = gateway.clone();
+                    let channel = channel.clone();
+                    let cfg = cfg.clone();
+                    // Prefetch bounds how many of these run at once.
+                    tracker.spawn(async move { handle_delivery(&gateway, &channel, &cfg, delivery).await });
+                }
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            }
+        }
+    };
+    // Stop taking new deliveries, then let the ones in flight finish and ack.
+    let _ = channel
+        .basic_cancel(
+            tag.as_str().into(),
+            lapin::options::BasicCancelOptions::default(),
+        )
+        .await;
+    tracker.close();
+    tracker.wait().await;
+    result
+}

@@ -1,0 +1,275 @@
+//! HTTP intake and operations endpoints (axum).
+//!
+//! - `POST /fhir/$process-message`: FHIR messaging; answers with a response message Bundle whose
+//!   `MessageHeader.response` is `ok` or `fatal-error`, plus the OperationOutcome.
+//! - `POST /referrals`: the verdict as JSON.
+//! - `GET /health`, `GET /ready`, `GET /metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::check::Verdict;
+use crate::forward::fhir::response_bundle;
+use crate::pipeline::gateway::{Envelope, Gateway, Handled};
+use crate::telemetry;
+
+/// Shared state of the HTTP server.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The pipeline.
+    pub gateway: Gateway,
+    /// Largest accepted body.
+    pub max_bytes: usize,
+    /// Whether the broker is connected (or not configured at all).
+    pub broker_ok: Arc<AtomicBool>,
+    /// Prometheus renderer.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/fhir/$process-message", post(process_message))
+        .route("/referrals", post(referrals))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+const FHIR_JSON: &str = "application/fhir+json";
+
+fn outcome_response(status: StatusCode, code: &str, severity: &str, text: &str) -> Response {
+    let body = json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": severity, "code": code, "details": { "text": text } }]
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+}
+
+/// Reads the body within the limit and builds the envelope, or answers 413/415.
+async fn envelope(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Envelope, Response> {
+    let content_type = header_str(headers, "content-type");
+    let acceptable = content_type.as_deref().is_none_or(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        ct.contains("json") || ct.contains("xml")
+    });
+    if !acceptable {
+        return Err(outcome_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "error",
+            "send application/fhir+json",
+        ));
+    }
+    let bytes = match axum::body::to_bytes(body, state.max_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err(outcome_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-costly",
+                "fatal",
+                &format!("the body exceeds {} bytes", state.max_bytes),
+            ));
+        }
+    };
+    telemetry::received("http");
+    Ok(Envelope {
+        channel: "http",
+        body: bytes.to_vec(),
+        content_type,
+        message_id: header_str(headers, "idempotency-key")
+            .or_else(|| header_str(headers, "x-message-id")),
+        correlation_id: header_str(headers, "x-correlation-id"),
+        reply_to: None,
+        language: header_str(headers, "accept-language"),
+        headers: json!({}),
+    })
+}
+
+fn unavailable() -> Response {
+    outcome_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        "error",
+        "the gateway cannot store the message right now; retry later with the same Idempotency-Key",
+    )
+}
+
+fn verdict_of(status: &str) -> Verdict {
+    match status {
+        "accepted" => Verdict::Accepted,
+        "rejected" => Verdict::Rejected,
+        _ => Verdict::Unreadable,
+    }
+}
+
+async fn process_message(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let envelope = match envelope(&state, &headers, body).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let handled = match state.gateway.handle(&envelope).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTP message not stored");
+            return unavailable();
+        }
+    };
+    let (gateway_id, verdict, outcome, duplicate) = match handled {
+        Handled::New {
+            gateway_id,
+            verdict,
+            outcome,
+        } => (gateway_id, verdict, outcome, false),
+        Handled::Duplicate {
+            gateway_id,
+            status,
+            outcome,
+        } => (
+            gateway_id,
+            verdict_of(&status),
+            outcome.unwrap_or(Value::Null),
+            true,
+        ),
+    };
+    let status = if verdict == Verdict::Unreadable {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let bundle = response_bundle(
+        &gateway_id,
+        envelope.message_id.as_deref(),
+        verdict,
+        &outcome,
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, FHIR_JSON.to_owned()),
+            (
+                header::HeaderName::from_static("x-sociogate-duplicate"),
+                duplicate.to_string(),
+            ),
+        ],
+        bundle.to_string(),
+    )
+        .into_response()
+}
+
+async fn referrals(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let envelope = match envelope(&state, &headers, body).await {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match state.gateway.handle(&envelope).await {
+        Ok(Handled::New {
+            gateway_id,
+            verdict,
+            outcome,
+        }) => {
+            let status = match verdict {
+                Verdict::Accepted => StatusCode::OK,
+                Verdict::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+                Verdict::Unreadable => StatusCode::BAD_REQUEST,
+            };
+            let body = json!({ "gateway_id": gateway_id, "verdict": verdict.as_str(), "duplicate": false, "outcome": outcome });
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Ok(Handled::Duplicate {
+            gateway_id,
+            status,
+            outcome,
+        }) => {
+            let body = json!({ "gateway_id": gateway_id, "verdict": status, "duplicate": true, "outcome": outcome });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTP referral not stored");
+            unavailable()
+        }
+    }
+}
+
+async fn health() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let store_ok = state.gateway.store().ping().await.is_ok();
+    let broker_ok = state.broker_ok.load(Ordering::Relaxed);
+    let status = if store_ok && broker_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "store": store_ok, "broker": broker_ok });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not installed in this process",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,79 @@
+//! Telemetry: log setup and the Prometheus metrics the gateway exports.
+//!
+//! Metric names follow `sociogate_<stage>_<noun>_<unit>`. Logs carry gateway ids, message ids,
+//! correlation ids and rule codes, never patient names, birth dates or identifiers.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::check::Verdict;
+
+/// Installs the global Prometheus recorder; returns the handle that renders `/metrics`.
+/// Installing twice (e.g. two gateways in one test process) reuses nothing and returns `None`.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// Initialises `tracing` for the service: JSON lines when `json` is set, else human-readable.
+pub fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A message was received on `channel`.
+pub fn received(channel: &'static str) {
+    counter!("sociogate_intake_messages_received_total", "channel" => channel).increment(1);
+}
+
+/// A message was processed to a verdict.
+pub fn processed(channel: &'static str, verdict: Verdict, took: Duration) {
+    counter!("sociogate_pipeline_messages_total", "channel" => channel, "verdict" => verdict.as_str()).increment(1);
+    histogram!("sociogate_pipeline_processing_seconds", "channel" => channel)
+        .record(took.as_secs_f64());
+}
+
+/// A duplicate delivery was recognised.
+pub fn duplicate(channel: &'static str) {
+    counter!("sociogate_intake_duplicates_total", "channel" => channel).increment(1);
+}
+
+/// A delivery was put back for a retry after a transient failure.
+pub fn retried() {
+    counter!("sociogate_intake_retries_total").increment(1);
+}
+
+/// A message went to the dead-letter queue after transient failures.
+pub fn dead_lettered() {
+    counter!("sociogate_intake_dead_lettered_total").increment(1);
+}
+
+/// Outbox rows were published.
+pub fn forwarded(kind: &str, n: u64) {
+    counter!("sociogate_forward_messages_total", "kind" => kind.to_owned()).increment(n);
+}
+
+/// A publish failed.
+pub fn forward_failed() {
+    counter!("sociogate_forward_failures_total").increment(1);
+}
+
+/// Rows waiting in the outbox.
+pub fn outbox_depth(depth: i64) {
+    gauge!("sociogate_forward_outbox_depth").set(depth as f64);
+}
