@@ -15,6 +15,9 @@ use crate::forward::outbound_message_id;
 use crate::store::{OutboxRow, Store};
 use crate::telemetry;
 
+/// How long a claimed batch belongs to one relay before another may take it over.
+const LEASE_MS: i64 = 30_000;
+
 /// Declares the exchanges and queues the gateway publishes to.
 pub async fn declare_topology(
     channel: &Channel,
@@ -82,8 +85,11 @@ pub async fn publish_batch(
     store: &Store,
     channel: &Channel,
     cfg: &OutboxConfig,
+    relay_id: &str,
 ) -> Result<usize, RelayError> {
-    let rows = store.pending_outbox(cfg.batch_size).await?;
+    let rows = store
+        .claim_outbox(relay_id, cfg.batch_size, LEASE_MS)
+        .await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -116,7 +122,7 @@ pub async fn publish_batch(
             store.mark_failed_attempt(row.id, cfg.max_attempts).await?;
         }
     }
-    store.mark_sent(&sent).await?;
+    store.mark_sent(relay_id, &sent).await?;
     for (kind, n) in kinds {
         telemetry::forwarded(kind, n);
     }
@@ -142,12 +148,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let idle = Duration::from_millis(cfg.poll_interval_ms.max(10));
+    let relay_id = uuid::Uuid::new_v4().to_string();
     let mut channel: Option<Channel> = None;
     loop {
         if shutdown.is_cancelled() {
             // Drain what is already committed before stopping.
             if let Some(ch) = &channel {
-                while let Ok(n) = publish_batch(&store, ch, &cfg).await {
+                while let Ok(n) = publish_batch(&store, ch, &cfg, &relay_id).await {
                     if n == 0 {
                         break;
                     }
@@ -166,7 +173,7 @@ pub async fn run(
             }
         }
         let Some(ch) = channel.as_ref() else { continue };
-        match publish_batch(&store, ch, &cfg).await {
+        match publish_batch(&store, ch, &cfg, &relay_id).await {
             Ok(0) => {
                 if let Ok(depth) = store.outbox_depth().await {
                     telemetry::outbox_depth(depth);

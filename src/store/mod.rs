@@ -158,6 +158,11 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
 fn iso_date(date: Date) -> String {
     format!(
         "{:04}-{:02}-{:02}",
@@ -303,31 +308,60 @@ impl Store {
             .collect()
     }
 
-    /// Up to `limit` outbox rows waiting to be published, oldest first.
-    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts \
-             FROM outbox WHERE status = 'pending' ORDER BY id LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(outbox_row).collect()
+    /// Claims up to `limit` outbox rows for the relay `relay_id` for `lease_ms`, oldest first:
+    /// pending rows, and rows whose previous claim expired (its relay died).
+    pub async fn claim_outbox(
+        &self,
+        relay_id: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let now = now_ms();
+        // The status condition is repeated in the outer WHERE so that, on PostgreSQL, a claim
+        // that waited for a concurrent one re-checks the row and skips what that one took.
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "UPDATE outbox SET status = 'sending', claimed_by = $1, lease_until = $2 \
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' OR (status = 'sending' AND lease_until < $3) \
+                              ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                   AND (status = 'pending' OR (status = 'sending' AND lease_until < $3)) \
+                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts"
+            }
+            Backend::Sqlite => {
+                "UPDATE outbox SET status = 'sending', claimed_by = $1, lease_until = $2 \
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' OR (status = 'sending' AND lease_until < $3) \
+                              ORDER BY id LIMIT $4) \
+                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(relay_id)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_, _>>()?;
+        out.sort_by_key(|r| r.id);
+        Ok(out)
     }
 
-    /// Marks rows as published.
-    pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+    /// Marks rows this relay published as sent.
+    pub async fn mark_sent(&self, relay_id: &str, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         let at = now();
         for id in ids {
-            sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
-                .bind(&at)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND claimed_by = $3",
+            )
+            .bind(&at)
+            .bind(id)
+            .bind(relay_id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -336,8 +370,8 @@ impl Store {
     /// Counts a failed publish attempt; after `max_attempts` the row is parked as `failed`.
     pub async fn mark_failed_attempt(&self, id: i64, max_attempts: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, \
-             status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE status END WHERE id = $2",
+            "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, \
+             status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE 'pending' END WHERE id = $2",
         )
         .bind(max_attempts)
         .bind(id)
@@ -348,16 +382,17 @@ impl Store {
 
     /// Rows waiting in the outbox.
     pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status IN ('pending', 'sending')")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get("n")?)
     }
 
     /// Total minutes recorded for a patient (for operators and tests).
     pub async fn ledger_minutes(&self, patient_key: &str) -> Result<i64, StoreError> {
         let row =
-            sqlx::query("SELECT COALESCE(SUM(minutes), 0) AS n FROM ledger WHERE patient_key = $1")
+            sqlx::query("SELECT CAST(COALESCE(SUM(minutes), 0) AS BIGINT) AS n FROM ledger WHERE patient_key = $1")
                 .bind(patient_key)
                 .fetch_one(&self.pool)
                 .await?;

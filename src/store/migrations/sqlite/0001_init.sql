@@ -50,6 +50,10 @@ CREATE TABLE outbox (
     body           BLOB NOT NULL,
     status         TEXT NOT NULL,
     attempts       BIGINT NOT NULL DEFAULT 0,
+    -- A relay claims rows before publishing: several gateway instances never publish one row
+    -- twice, and rows of a relay that died are claimed again when the lease runs out.
+    claimed_by     TEXT,
+    lease_until    BIGINT NOT NULL DEFAULT 0,
     created_at     TEXT NOT NULL,
     sent_at        TEXT
 );

@@ -1,0 +1,374 @@
+//! Helpers for tests against the real RabbitMQ and PostgreSQL on this machine.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{Value, json};
+use sociogate::config::Config;
+
+/// RabbitMQ URL (`AMQP_URL`, default the local broker).
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The PostgreSQL server's `test` database (`TEST_DATABASE_URL`).
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A short unique suffix.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// A fresh PostgreSQL database for one test.
+pub async fn pg_database() -> String {
+    use sqlx::Connection as _;
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin}: {e}"));
+    let name = format!("sociogate_it_{}", unique());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_owned();
+    format!("{base}/{name}")
+}
+
+/// A fresh SQLite file for one test.
+pub fn sqlite_database() -> String {
+    let path = std::env::temp_dir().join(format!("sociogate-it-{}.db", unique()));
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// A configuration whose queue and exchange names are unique to this test.
+pub fn config(database_url: &str) -> Config {
+    let suffix = unique();
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".to_owned();
+    config.store.database_url = database_url.to_owned();
+    config.amqp.url = amqp_url();
+    config.amqp.inbound_queue = format!("it.{suffix}.inbound");
+    config.amqp.referrals_exchange = format!("it.{suffix}.referrals");
+    config.amqp.insurers_exchange = format!("it.{suffix}.insurers");
+    config.amqp.rejected_exchange = format!("it.{suffix}.rejected");
+    config.amqp.dead_letter_queue = format!("it.{suffix}.dead-letter");
+    config.amqp.retry_backoff_ms = vec![50, 100];
+    config.amqp.max_attempts = 3;
+    config.outbox.poll_interval_ms = 20;
+    config
+}
+
+/// One message received by a test consumer.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Exchange it was published to ("" for a direct queue publish).
+    pub exchange: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// AMQP message-id.
+    pub message_id: Option<String>,
+    /// AMQP correlation-id.
+    pub correlation_id: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Headers as text.
+    pub headers: BTreeMap<String, String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A test client: publishes to the inbound queue and collects everything the gateway sends.
+pub struct Client {
+    _connection: Connection,
+    channel: Channel,
+    config: Config,
+    tx: tokio::sync::mpsc::UnboundedSender<Received>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    /// Everything received so far.
+    pub received: Vec<Received>,
+}
+
+async fn declare_queue(channel: &Channel, name: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("declaring {name}: {e}"));
+}
+
+fn text(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn spawn_collector(
+    channel: &Channel,
+    queue: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<Received>,
+) {
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            format!("test-{}", unique()).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("consuming {queue}: {e}"));
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let props = &delivery.properties;
+            let headers = props
+                .headers()
+                .as_ref()
+                .map(|t| {
+                    t.inner()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), text(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = tx.send(Received {
+                exchange: delivery.exchange.as_str().to_owned(),
+                routing_key: delivery.routing_key.as_str().to_owned(),
+                message_id: props.message_id().as_ref().map(|s| s.as_str().to_owned()),
+                correlation_id: props
+                    .correlation_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned()),
+                content_type: props.content_type().as_ref().map(|s| s.as_str().to_owned()),
+                headers,
+                body: delivery.data.clone(),
+            });
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+    });
+}
+
+impl Client {
+    /// Connects, declares the gateway's topology and binds a collecting queue to every output.
+    pub async fn connect(config: &Config) -> Client {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ must run at {}: {e}", amqp_url()));
+        let channel = connection
+            .create_channel()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = &config.amqp;
+        declare_queue(&channel, &a.inbound_queue).await;
+        declare_queue(&channel, &a.dead_letter_queue).await;
+        let collect = format!("{}.collect", a.inbound_queue);
+        channel
+            .queue_declare(
+                collect.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for exchange in [
+            &a.referrals_exchange,
+            &a.insurers_exchange,
+            &a.rejected_exchange,
+        ] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            channel
+                .queue_bind(
+                    collect.as_str().into(),
+                    exchange.as_str().into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for queue in [collect.clone(), a.dead_letter_queue.clone()] {
+            spawn_collector(&channel, &queue, tx.clone()).await;
+        }
+        Client {
+            _connection: connection,
+            channel,
+            config: config.clone(),
+            tx,
+            rx,
+            received: Vec::new(),
+        }
+    }
+
+    /// Publishes `body` to the inbound queue (persistent, with a confirm).
+    pub async fn publish(
+        &self,
+        body: &[u8],
+        message_id: Option<&str>,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) {
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/fhir+json".into());
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        if let Some(r) = reply_to {
+            props = props.with_reply_to(r.into());
+        }
+        if let Some(c) = correlation_id {
+            props = props.with_correlation_id(c.into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.config.amqp.inbound_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let confirmed = confirm.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(confirmed.is_ack(), "the broker confirmed the publish");
+    }
+
+    /// Declares a reply queue and collects what arrives there too.
+    pub async fn reply_queue(&self) -> String {
+        let name = format!("{}.reply", self.config.amqp.inbound_queue);
+        self.channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        spawn_collector(&self.channel, &name, self.tx.clone()).await;
+        name
+    }
+
+    /// Waits until `done(&received)` holds or `timeout` passes; returns whether it held.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(&self.received) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => self.received.push(m),
+                Ok(None) | Err(_) => return done(&self.received),
+            }
+        }
+    }
+
+    /// Collects for `d` more (to see that nothing else arrives).
+    pub async fn settle(&mut self, d: Duration) {
+        let _ = self.wait_for(d, |_| false).await;
+    }
+
+    /// Received messages whose routing key starts with `prefix`.
+    pub fn with_key(&self, prefix: &str) -> Vec<&Received> {
+        self.received
+            .iter()
+            .filter(|m| m.routing_key.starts_with(prefix))
+            .collect()
+    }
+}
+
+/// A valid KVNR for `n` (letter from n, digits from n, check digit computed).
+pub fn kvnr(n: u32) -> String {
+    let letter = (b'A' + (n % 26) as u8) as char;
+    let body = format!("{:08}", n % 100_000_000);
+    for check in 0..10 {
+        let candidate = format!("{letter}{body}{check}");
+        if sociogate::check::ids::kvnr_valid(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("one of ten check digits is valid")
+}
+
+/// The first-prescription example for patient `kvnr`, with its own Bundle.identifier.
+pub fn referral_for(kvnr: &str, units: u32, bundle_id: &str) -> Vec<u8> {
+    let bytes = super::read("examples/de-first-prescription-message.json");
+    let mut bundle: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    bundle["identifier"]["value"] = json!(format!("urn:uuid:{bundle_id}"));
+    for entry in bundle["entry"].as_array_mut().into_iter().flatten() {
+        let resource = &mut entry["resource"];
+        match resource["resourceType"].as_str() {
+            Some("Patient") => {
+                for id in resource["identifier"].as_array_mut().into_iter().flatten() {
+                    if id["system"] == "http://fhir.de/sid/gkv/kvid-10" {
+                        id["value"] = json!(kvnr);
+                    }
+                }
+            }
+            Some("Coverage") => resource["subscriberId"] = json!(kvnr),
+            Some("ServiceRequest") => resource["quantityQuantity"]["value"] = json!(units),
+            _ => {}
+        }
+    }
+    bundle.to_string().into_bytes()
+}

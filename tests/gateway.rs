@@ -1,0 +1,511 @@
+//! `sociogate serve` against the real RabbitMQ and PostgreSQL on this machine (no mocks): each
+//! test has its own queue and exchange names and its own database.
+
+mod common;
+
+use std::time::Duration;
+
+use common::read;
+use common::service::{Client, config, kvnr, pg_database, referral_for, sqlite_database, unique};
+use serde_json::Value;
+use sociogate::app;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn provider_bundles(client: &Client) -> Vec<Value> {
+    client
+        .received
+        .iter()
+        .filter(|m| m.routing_key.starts_with("provider.") && m.routing_key.ends_with(".fhir"))
+        .map(|m| m.json())
+        .collect()
+}
+
+async fn end_to_end(database_url: String) {
+    let cfg = config(&database_url);
+    let mut client = Client::connect(&cfg).await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .publish(
+            &read("examples/de-first-prescription-message.json"),
+            Some("m-accepted"),
+            None,
+            None,
+        )
+        .await;
+    client
+        .publish(
+            &read("examples/de-rejected-gaf-too-high.json"),
+            Some("m-rejected"),
+            None,
+            None,
+        )
+        .await;
+    client
+        .publish(b"{ this is not json", Some("m-garbage"), None, None)
+        .await;
+    let all_there = client
+        .wait_for(WAIT, |r| {
+            let has = |p: &str| r.iter().any(|m| m.routing_key.starts_with(p));
+            has("provider.")
+                && has("payer.")
+                && has("de.rejected")
+                && r.iter()
+                    .any(|m| m.exchange.is_empty() && m.routing_key == cfg.amqp.dead_letter_queue)
+        })
+        .await;
+    assert!(
+        all_there,
+        "outputs: {:?}",
+        client
+            .received
+            .iter()
+            .map(|m| &m.routing_key)
+            .collect::<Vec<_>>()
+    );
+
+    // Providers: a FHIR message Bundle per provider IK, plus the canonical JSON.
+    let provider = client.with_key("provider.461782031.fhir");
+    assert_eq!(
+        provider.len(),
+        1,
+        "keys: {:?}",
+        client
+            .received
+            .iter()
+            .map(|m| &m.routing_key)
+            .collect::<Vec<_>>()
+    );
+    let bundle = provider[0].json();
+    assert_eq!(bundle["type"], "message");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["eventCoding"]["code"],
+        "referral-validated"
+    );
+    let task = &bundle["entry"][1]["resource"];
+    assert_eq!(task["resourceType"], "Task");
+    assert_eq!(task["status"], "ready");
+    let types: Vec<&str> = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["resource"]["resourceType"].as_str())
+        .collect();
+    for needed in [
+        "ServiceRequest",
+        "Patient",
+        "Practitioner",
+        "Condition",
+        "Coverage",
+    ] {
+        assert!(types.contains(&needed), "{needed} in {types:?}");
+    }
+    assert_eq!(
+        provider[0]
+            .message_id
+            .as_deref()
+            .map(|m| m.ends_with(":provider")),
+        Some(true)
+    );
+    assert_eq!(provider[0].correlation_id.as_deref(), Some("m-accepted"));
+    let canonical = client.with_key("provider.461782031.canonical");
+    assert_eq!(canonical.len(), 1);
+    assert_eq!(canonical[0].json()["diagnoses"][0]["code"], "F20.0");
+
+    // Insurers: a preauthorization Claim per payer IK, readable by the FHIR model.
+    let insurer = client.with_key("payer.109519005");
+    assert_eq!(insurer.len(), 1);
+    let message = insurer[0].json();
+    let claim = &message["entry"][1]["resource"];
+    assert_eq!(claim["resourceType"], "Claim");
+    assert_eq!(claim["use"], "preauthorization");
+    assert_eq!(claim["insurer"]["identifier"]["value"], "109519005");
+    assert!(claim["referral"]["reference"].as_str().is_some_and(|r| {
+        message["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["fullUrl"] == r)
+    }));
+    let typed: Result<fhir_sdk::r4b::resources::Resource, _> =
+        serde_json::from_value(message.clone());
+    assert!(typed.is_ok(), "the insurer Bundle is valid FHIR: {typed:?}");
+
+    // Rejected: the OperationOutcome on the rejected exchange.
+    let rejected = client.with_key("de.rejected");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        rejected[0]
+            .headers
+            .get("x-sociogate-rules")
+            .map(String::as_str),
+        Some("DE-DX-05")
+    );
+    assert_eq!(rejected[0].json()["resourceType"], "OperationOutcome");
+
+    // Undecodable: the raw bytes on the dead-letter queue with the reason.
+    let dead: Vec<_> = client
+        .received
+        .iter()
+        .filter(|m| m.routing_key == cfg.amqp.dead_letter_queue)
+        .collect();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, b"{ this is not json");
+    assert!(
+        dead[0]
+            .headers
+            .get("x-sociogate-reason")
+            .is_some_and(|r| r.starts_with("GW-DEC-01"))
+    );
+
+    let counts = running
+        .gateway
+        .store()
+        .status_counts()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        counts,
+        vec![
+            ("accepted".to_owned(), 1),
+            ("rejected".to_owned(), 1),
+            ("unreadable".to_owned(), 1)
+        ]
+    );
+    // The relay marks rows sent right after the broker's confirms; give it that moment.
+    let mut depth = None;
+    for _ in 0..100 {
+        depth = running.gateway.store().outbox_depth().await.ok();
+        if depth == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(depth, Some(0));
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_over_sqlite_forwards_to_providers_insurers_rejected_and_dead_letter() {
+    end_to_end(sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_over_postgres_forwards_to_providers_insurers_rejected_and_dead_letter() {
+    end_to_end(pg_database().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_or_resent_message_produces_one_output() {
+    let cfg = config(&pg_database().await);
+    let mut client = Client::connect(&cfg).await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let body = referral_for(&kvnr(4711), 10, &uuid::Uuid::new_v4().to_string());
+    client.publish(&body, Some("dup-1"), None, None).await;
+    client.publish(&body, Some("dup-1"), None, None).await;
+    // Without a message-id the Bundle.identifier is the key: the same payload again is a duplicate too.
+    client.publish(&body, None, None, None).await;
+    assert!(
+        client
+            .wait_for(WAIT, |r| r
+                .iter()
+                .any(|m| m.routing_key.starts_with("provider.")))
+            .await
+    );
+    client.settle(Duration::from_secs(2)).await;
+    assert_eq!(
+        provider_bundles(&client).len(),
+        2,
+        "one output for message-id dup-1, one for the Bundle.identifier key"
+    );
+    let counts = running
+        .gateway
+        .store()
+        .status_counts()
+        .await
+        .unwrap_or_default();
+    assert_eq!(counts, vec![("accepted".to_owned(), 2)]);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_to_gets_a_response_bundle_with_the_correlation_id() {
+    let cfg = config(&sqlite_database());
+    let mut client = Client::connect(&cfg).await;
+    let reply_queue = client.reply_queue().await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .publish(
+            &read("examples/de-first-prescription-message.json"),
+            Some("r-1"),
+            Some(&reply_queue),
+            Some("corr-ok"),
+        )
+        .await;
+    client
+        .publish(
+            &read("examples/de-rejected-not-f-diagnosis.json"),
+            Some("r-2"),
+            Some(&reply_queue),
+            Some("corr-bad"),
+        )
+        .await;
+    let replies =
+        |r: &[common::service::Received]| r.iter().filter(|m| m.routing_key == reply_queue).count();
+    assert!(client.wait_for(WAIT, |r| replies(r) == 2).await);
+    let reply = |corr: &str| {
+        client
+            .received
+            .iter()
+            .find(|m| m.routing_key == reply_queue && m.correlation_id.as_deref() == Some(corr))
+            .map(|m| m.json())
+            .unwrap_or_else(|| panic!("no reply for {corr}"))
+    };
+    let ok = reply("corr-ok");
+    assert_eq!(ok["entry"][0]["resource"]["response"]["code"], "ok");
+    assert_eq!(ok["entry"][0]["resource"]["response"]["identifier"], "r-1");
+    let bad = reply("corr-bad");
+    assert_eq!(
+        bad["entry"][0]["resource"]["response"]["code"],
+        "fatal-error"
+    );
+    assert_eq!(
+        bad["entry"][1]["resource"]["issue"][0]["details"]["coding"][0]["code"],
+        "DE-DX-02"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_end_on_the_dead_letter_queue_or_rejected_exchange_and_the_gateway_keeps_running()
+ {
+    let cfg = config(&sqlite_database());
+    let mut client = Client::connect(&cfg).await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let oversized = vec![b' '; cfg.pipeline.max_bytes + 1];
+    client.publish(&oversized, Some("p-big"), None, None).await;
+    client.publish(b"", Some("p-empty"), None, None).await;
+    client.publish(br#"{"resourceType":"ReferralRequest","status":"active","intent":"order","subject":{"reference":"Patient/1"}}"#, Some("p-stu3"), None, None).await;
+    // A Dutch patient: no Dutch rule pack yet, so the referral is rejected with that reason.
+    let dutch = String::from_utf8_lossy(&read("examples/de-lone-servicerequest-contained.json"))
+        .replace(
+            "http://fhir.de/sid/gkv/kvid-10",
+            "http://fhir.nl/fhir/NamingSystem/bsn",
+        );
+    client
+        .publish(dutch.as_bytes(), Some("p-nl"), None, None)
+        .await;
+    // After all that, a good referral still goes through.
+    client
+        .publish(
+            &read("examples/de-first-prescription-message.json"),
+            Some("p-good"),
+            None,
+            None,
+        )
+        .await;
+    let dlq = cfg.amqp.dead_letter_queue.clone();
+    assert!(
+        client
+            .wait_for(WAIT, |r| r.iter().filter(|m| m.routing_key == dlq).count()
+                == 3
+                && r.iter().any(|m| m.routing_key.starts_with("provider."))
+                && r.iter().any(|m| m.routing_key == "nl.rejected"))
+            .await,
+        "received: {:?}",
+        client
+            .received
+            .iter()
+            .map(|m| &m.routing_key)
+            .collect::<Vec<_>>()
+    );
+    let reasons: Vec<String> = client
+        .received
+        .iter()
+        .filter(|m| m.routing_key == dlq)
+        .filter_map(|m| m.headers.get("x-sociogate-rules").cloned())
+        .collect();
+    for code in ["GW-DEC-04", "GW-DEC-07", "GW-DEC-03"] {
+        assert!(reasons.iter().any(|r| r == code), "{code} in {reasons:?}");
+    }
+    let nl = client.with_key("nl.rejected");
+    assert_eq!(
+        nl[0]
+            .headers
+            .get("x-sociogate-rules")
+            .map(|r| r.contains("GW-MAP-07")),
+        Some(true)
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_over_postgres_never_exceed_the_120_hour_budget() {
+    let database = pg_database().await;
+    let cfg = config(&database);
+    let mut client = Client::connect(&cfg).await;
+    // Two instances on separate connections and pools, consuming the same queue.
+    let first = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let second = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let patient = kvnr(9_000_001);
+    // 12 referrals of 30 hours for one patient: only 4 fit into 120 hours.
+    for n in 0..12 {
+        client
+            .publish(
+                &referral_for(&patient, 30, &uuid::Uuid::new_v4().to_string()),
+                Some(&format!("race-{n}")),
+                None,
+                None,
+            )
+            .await;
+    }
+    let settled = client
+        .wait_for(WAIT, |r| {
+            r.iter()
+                .filter(|m| {
+                    m.routing_key.starts_with("provider.") && m.routing_key.ends_with(".fhir")
+                })
+                .count()
+                + r.iter().filter(|m| m.routing_key == "de.rejected").count()
+                == 12
+        })
+        .await;
+    assert!(settled, "received {}", client.received.len());
+    let accepted = provider_bundles(&client).len();
+    let rejected: Vec<_> = client.with_key("de.rejected");
+    assert_eq!(accepted, 4);
+    assert_eq!(rejected.len(), 8);
+    assert!(
+        rejected
+            .iter()
+            .all(|m| m.headers.get("x-sociogate-rules").map(String::as_str) == Some("DE-BU-01"))
+    );
+    let key = format!("http://fhir.de/sid/gkv/kvid-10|{patient}");
+    assert_eq!(
+        first.gateway.store().ledger_minutes(&key).await.ok(),
+        Some(7_200)
+    );
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_intake_answers_with_verdicts_and_fhir_response_bundles() {
+    let mut cfg = config(&sqlite_database());
+    cfg.amqp.url = String::new(); // HTTP only
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let base = format!("http://{}", running.http_addr);
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Vec<u8>, ct: &str, key: Option<&str>| {
+        let mut req = http
+            .post(format!("{base}{path}"))
+            .header("content-type", ct.to_owned())
+            .body(body);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k.to_owned());
+        }
+        req.send()
+    };
+    let ok = post(
+        "/referrals",
+        read("examples/de-first-prescription-message.json"),
+        "application/fhir+json",
+        Some(&unique()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.status().as_u16(), 200);
+    let body: Value = ok.json().await.unwrap_or_default();
+    assert_eq!(body["verdict"], "accepted");
+
+    let key = unique();
+    let rejected = post(
+        "/referrals",
+        read("examples/de-rejected-no-approval.json"),
+        "application/fhir+json",
+        Some(&key),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rejected.status().as_u16(), 422);
+    let again = post(
+        "/referrals",
+        read("examples/de-rejected-no-approval.json"),
+        "application/fhir+json",
+        Some(&key),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let again: Value = again.json().await.unwrap_or_default();
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["verdict"], "rejected");
+
+    let message = post(
+        "/fhir/$process-message",
+        read("examples/de-gp-muster28.json"),
+        "application/fhir+json",
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message.status().as_u16(), 200);
+    let bundle: Value = message.json().await.unwrap_or_default();
+    assert_eq!(bundle["entry"][0]["resource"]["response"]["code"], "ok");
+
+    let garbage = post(
+        "/fhir/$process-message",
+        b"<<<".to_vec(),
+        "application/fhir+json",
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(garbage.status().as_u16(), 400);
+    let wrong_type = post("/referrals", b"hello".to_vec(), "text/plain", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wrong_type.status().as_u16(), 415);
+    let big = post(
+        "/referrals",
+        vec![b' '; cfg.pipeline.max_bytes + 10],
+        "application/fhir+json",
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(big.status().as_u16(), 413);
+    let big: Value = big.json().await.unwrap_or_default();
+    assert_eq!(big["resourceType"], "OperationOutcome");
+
+    let health = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "AMQP disabled: ready needs only the store"
+    );
+    running.shutdown().await;
+}
