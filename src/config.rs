@@ -57,6 +57,9 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// Also publish the canonical JSON beside the FHIR Bundle for providers.
     pub publish_canonical: bool,
+    /// Fix the jurisdiction of everything on the inbound queue (`DE`, `NL`, `FI`) instead of
+    /// detecting it from identifiers and profiles.
+    pub jurisdiction: Option<crate::model::Jurisdiction>,
 }
 
 /// Database settings.
@@ -93,6 +96,9 @@ pub struct OutboxConfig {
     pub batch_size: i64,
     /// Publish attempts before a row is parked as failed.
     pub max_attempts: i64,
+    /// How long a relay owns a claimed batch before another instance may take it over
+    /// (milliseconds); after a crash, the rows are published again with the same message-id.
+    pub lease_ms: i64,
 }
 
 impl Default for HttpConfig {
@@ -116,6 +122,7 @@ impl Default for AmqpConfig {
             rejected_exchange: "sociogate.rejected".to_owned(),
             dead_letter_queue: "sociogate.dead-letter".to_owned(),
             publish_canonical: true,
+            jurisdiction: None,
         }
     }
 }
@@ -147,6 +154,7 @@ impl Default for OutboxConfig {
             poll_interval_ms: 100,
             batch_size: 256,
             max_attempts: 20,
+            lease_ms: 30_000,
         }
     }
 }
@@ -158,7 +166,13 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed("SOCIOGATE_").split("__"));
+        // SOCIOGATE_MAPPINGS names the data folder for every subcommand (Mappings::default_dir),
+        // not a configuration key.
+        figment = figment.merge(
+            Env::prefixed("SOCIOGATE_")
+                .ignore(&["MAPPINGS"])
+                .split("__"),
+        );
         if let Ok(url) = std::env::var("DATABASE_URL") {
             figment = figment.merge(Serialized::default("store.database_url", url));
         }
@@ -187,6 +201,18 @@ impl Config {
         }
         if self.amqp.max_attempts == 0 {
             problems.push("amqp.max_attempts must be at least 1".to_owned());
+        }
+        if !crate::mappings::LANGUAGES.contains(&self.pipeline.default_language.as_str()) {
+            problems.push(format!(
+                "pipeline.default_language {:?} is not one of {:?}",
+                self.pipeline.default_language,
+                crate::mappings::LANGUAGES
+            ));
+        }
+        if self.outbox.lease_ms < 1_000 || self.outbox.batch_size < 1 {
+            problems.push(
+                "outbox.lease_ms must be at least 1000 and outbox.batch_size at least 1".to_owned(),
+            );
         }
         if self.pipeline.max_bytes == 0 || self.pipeline.max_depth == 0 {
             problems.push("pipeline.max_bytes and pipeline.max_depth must be positive".to_owned());

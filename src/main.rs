@@ -200,6 +200,7 @@ fn check(
                     bytes: &bytes,
                     content_type: file::content_type_of(path),
                     message_id: None,
+                    jurisdiction: None,
                 };
                 engine
                     .process(inbound, &mut ledger, today)
@@ -261,6 +262,7 @@ fn translate(engine: &Engine, path: &Path) -> anyhow::Result<ExitCode> {
             bytes: &bytes,
             content_type: file::content_type_of(path),
             message_id: None,
+            jurisdiction: None,
         }),
         Err(unreadable) => *unreadable,
     };
@@ -358,6 +360,7 @@ fn replay(
                 reply_to: stored.reply_to,
                 language: None,
                 headers: serde_json::from_str(&stored.headers).unwrap_or_default(),
+                jurisdiction: None,
             };
             match gateway.handle(&envelope).await? {
                 sociogate::pipeline::gateway::Handled::New {

@@ -16,7 +16,7 @@ use crate::check::Severity;
 use crate::model::{IdentifierKind, Jurisdiction};
 
 /// Languages every rule message must exist in.
-pub const LANGUAGES: &[&str] = &["en", "de"];
+pub const LANGUAGES: &[&str] = &["en", "de", "nl", "fi"];
 
 /// Problems found while loading `mappings/`.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,24 @@ pub struct Mappings {
     identifier_systems: IdentifierSystems,
     rules: RuleCatalogue,
     parameters: BTreeMap<Jurisdiction, serde_json::Value>,
+    profile_prefixes: Vec<(String, Jurisdiction)>,
+    non_disclosure: NonDisclosure,
+}
+
+/// What a non-disclosure label withholds from outputs (`mappings/common/non-disclosure.json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NonDisclosure {
+    /// Resource types whose elements are withheld.
+    pub resource_types: Vec<String>,
+    /// Elements removed from those resources.
+    pub elements: Vec<String>,
+    /// Extensions removed from those resources, by URL.
+    pub extension_urls: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct JurisdictionsFile {
+    profile_prefixes: BTreeMap<Jurisdiction, Vec<String>>,
 }
 
 impl Mappings {
@@ -74,6 +92,8 @@ impl Mappings {
         let mut identifier_systems = IdentifierSystems::default();
         let mut rules = RuleCatalogue::default();
         let mut parameters = BTreeMap::new();
+        let mut profile_prefixes = Vec::new();
+        let mut non_disclosure = NonDisclosure::default();
 
         let mut dirs: Vec<PathBuf> = read_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
         dirs.sort();
@@ -117,6 +137,14 @@ impl Mappings {
                 } else if name == "rules.json" {
                     let file: RulesFile = serde_json::from_slice(&bytes).map_err(parse_err)?;
                     rules.add(file.rules)?;
+                } else if name == "jurisdictions.json" {
+                    let file: JurisdictionsFile =
+                        serde_json::from_slice(&bytes).map_err(parse_err)?;
+                    for (j, prefixes) in file.profile_prefixes {
+                        profile_prefixes.extend(prefixes.into_iter().map(|p| (p, j)));
+                    }
+                } else if name == "non-disclosure.json" {
+                    non_disclosure = serde_json::from_slice(&bytes).map_err(parse_err)?;
                 } else if name == "parameters.json" {
                     let value: serde_json::Value =
                         serde_json::from_slice(&bytes).map_err(parse_err)?;
@@ -136,6 +164,8 @@ impl Mappings {
             identifier_systems,
             rules,
             parameters,
+            profile_prefixes,
+            non_disclosure,
         };
         mappings.validate()?;
         Ok(mappings)
@@ -147,6 +177,8 @@ impl Mappings {
             .iter()
             .chain(crate::decode::RULES)
             .chain(crate::check::de::RULES)
+            .chain(crate::check::nl::RULES)
+            .chain(crate::check::fi::RULES)
         {
             if self.rules.get(code).is_none() {
                 problems.push(format!("rule {code} has no entry in any rules.json"));
@@ -203,6 +235,19 @@ impl Mappings {
     /// The rule catalogue.
     pub fn rules(&self) -> &RuleCatalogue {
         &self.rules
+    }
+
+    /// The jurisdiction a profile URL points to.
+    pub fn jurisdiction_of_profile(&self, profile: &str) -> Option<Jurisdiction> {
+        self.profile_prefixes
+            .iter()
+            .find(|(prefix, _)| profile.starts_with(prefix.as_str()))
+            .map(|(_, j)| *j)
+    }
+
+    /// What a non-disclosure label withholds.
+    pub fn non_disclosure(&self) -> &NonDisclosure {
+        &self.non_disclosure
     }
 
     /// Raw rule parameters of `jurisdiction` (`mappings/<j>/parameters.json`).

@@ -294,15 +294,12 @@ async fn poison_messages_end_on_the_dead_letter_queue_or_rejected_exchange_and_t
     client.publish(&oversized, Some("p-big"), None, None).await;
     client.publish(b"", Some("p-empty"), None, None).await;
     client.publish(br#"{"resourceType":"ReferralRequest","status":"active","intent":"order","subject":{"reference":"Patient/1"}}"#, Some("p-stu3"), None, None).await;
-    // A Dutch patient: no Dutch rule pack yet, so the referral is rejected with that reason.
-    let dutch = String::from_utf8_lossy(&read("examples/de-lone-servicerequest-contained.json"))
-        .replace(
-            "http://fhir.de/sid/gkv/kvid-10",
-            "http://fhir.nl/fhir/NamingSystem/bsn",
-        );
-    client
-        .publish(dutch.as_bytes(), Some("p-nl"), None, None)
-        .await;
+    // A referral whose jurisdiction nothing decides: rejected with that reason.
+    let nowhere = br##"{"resourceType":"ServiceRequest","status":"active","intent":"order",
+        "contained":[{"resourceType":"Patient","id":"p","identifier":[{"system":"urn:example:local","value":"42"}]}],
+        "code":{"coding":[{"system":"https://sociogate.org/fhir/CodeSystem/service","code":"sociotherapy"}]},
+        "subject":{"reference":"#p"}}"##;
+    client.publish(nowhere, Some("p-nowhere"), None, None).await;
     // After all that, a good referral still goes through.
     client
         .publish(
@@ -318,7 +315,7 @@ async fn poison_messages_end_on_the_dead_letter_queue_or_rejected_exchange_and_t
             .wait_for(WAIT, |r| r.iter().filter(|m| m.routing_key == dlq).count()
                 == 3
                 && r.iter().any(|m| m.routing_key.starts_with("provider."))
-                && r.iter().any(|m| m.routing_key == "nl.rejected"))
+                && r.iter().any(|m| m.routing_key == "unknown.rejected"))
             .await,
         "received: {:?}",
         client
@@ -336,13 +333,13 @@ async fn poison_messages_end_on_the_dead_letter_queue_or_rejected_exchange_and_t
     for code in ["GW-DEC-04", "GW-DEC-07", "GW-DEC-03"] {
         assert!(reasons.iter().any(|r| r == code), "{code} in {reasons:?}");
     }
-    let nl = client.with_key("nl.rejected");
+    let nowhere = client.with_key("unknown.rejected");
     assert_eq!(
-        nl[0]
+        nowhere[0]
             .headers
             .get("x-sociogate-rules")
-            .map(|r| r.contains("GW-MAP-07")),
-        Some(true)
+            .map(String::as_str),
+        Some("GW-MAP-06")
     );
     running.shutdown().await;
 }

@@ -249,6 +249,7 @@ fn idempotency_key_prefers_message_id_then_bundle_identifier_then_hash() {
         bytes: &bytes,
         content_type: None,
         message_id,
+        jurisdiction: None,
     };
     let with_id = engine
         .process(inbound(Some("amqp-42")), &mut ledger, common::TODAY)

@@ -13,7 +13,9 @@ use crate::model::{Jurisdiction, Referral};
 use crate::store::ledger::PriorUsage;
 
 pub mod de;
+pub mod fi;
 pub mod ids;
+pub mod nl;
 
 /// How serious a finding is (FHIR `IssueSeverity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -181,22 +183,42 @@ pub struct CheckContext<'a> {
 }
 
 /// The rule packs of all jurisdictions, built once at start from `mappings/`.
+///
+/// A jurisdiction is its parameters file plus one module here; a jurisdiction without a
+/// parameters file has no pack, and its referrals are rejected with `GW-MAP-07`.
 #[derive(Debug)]
 pub struct RulePacks {
     de: Option<de::DeRulePack>,
+    nl: Option<nl::NlRulePack>,
+    fi: Option<fi::FiRulePack>,
+}
+
+fn pack<T>(
+    mappings: &Mappings,
+    j: Jurisdiction,
+    parse: impl Fn(&serde_json::Value) -> Result<T, serde_json::Error>,
+) -> Result<Option<T>, crate::mappings::MappingsError> {
+    mappings
+        .parameters(j)
+        .map(|value| {
+            parse(value).map_err(|e| {
+                crate::mappings::MappingsError::Invalid(format!(
+                    "mappings/{}/parameters.json: {e}",
+                    j.code()
+                ))
+            })
+        })
+        .transpose()
 }
 
 impl RulePacks {
-    /// Parses each jurisdiction's parameters. A jurisdiction without a parameters file has no
-    /// pack; its referrals are rejected with `GW-MAP-07`.
+    /// Parses each jurisdiction's parameters.
     pub fn from_mappings(mappings: &Mappings) -> Result<RulePacks, crate::mappings::MappingsError> {
-        let de = match mappings.parameters(Jurisdiction::De) {
-            Some(value) => Some(de::DeRulePack::from_value(value).map_err(|e| {
-                crate::mappings::MappingsError::Invalid(format!("mappings/de/parameters.json: {e}"))
-            })?),
-            None => None,
-        };
-        Ok(RulePacks { de })
+        Ok(RulePacks {
+            de: pack(mappings, Jurisdiction::De, de::DeRulePack::from_value)?,
+            nl: pack(mappings, Jurisdiction::Nl, nl::NlRulePack::from_value)?,
+            fi: pack(mappings, Jurisdiction::Fi, fi::FiRulePack::from_value)?,
+        })
     }
 
     /// The German pack's parameters, when configured.
@@ -212,12 +234,15 @@ pub fn check(
     rules: &RuleCatalogue,
     ctx: &CheckContext<'_>,
 ) -> Vec<Issue> {
-    match (referral.jurisdiction, &packs.de) {
-        (Some(Jurisdiction::De), Some(pack)) => pack.check(referral, rules, ctx),
-        (Some(j), _) => {
-            vec![Issue::new(rules, "GW-MAP-07").detail(format!("{j:?}").to_uppercase())]
-        }
+    let found = match referral.jurisdiction {
+        Some(Jurisdiction::De) => packs.de.as_ref().map(|p| p.check(referral, rules, ctx)),
+        Some(Jurisdiction::Nl) => packs.nl.as_ref().map(|p| p.check(referral, rules, ctx)),
+        Some(Jurisdiction::Fi) => packs.fi.as_ref().map(|p| p.check(referral, rules, ctx)),
         // The mapper already reported GW-MAP-06.
-        (None, _) => Vec::new(),
-    }
+        None => return Vec::new(),
+    };
+    found.unwrap_or_else(|| {
+        let j = referral.jurisdiction.map_or("?", |j| j.code());
+        vec![Issue::new(rules, "GW-MAP-07").detail(j.to_uppercase())]
+    })
 }

@@ -159,9 +159,30 @@ pub fn provider_bundle(gateway_id: &str, original: &Value) -> Value {
     })
 }
 
+/// What the Claim asks for, per jurisdiction (`claim` in `mappings/<j>/parameters.json`): the
+/// funding model of each country.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ClaimProduct {
+    /// Code system of the product or service.
+    pub product_system: String,
+    /// Code.
+    pub product_code: String,
+    /// Display.
+    pub product_display: String,
+    /// `units` (requested units) or `days` (stay days over the requested period).
+    pub quantity: String,
+    /// Why this is the product, for the insurer's reader.
+    pub note: String,
+}
+
 /// FHIR message Bundle for the insurer: a Claim with `use = preauthorization` that references
 /// the referral, beside the sender's resources.
-pub fn preauthorization_bundle(gateway_id: &str, referral: &Referral, original: &Value) -> Value {
+pub fn preauthorization_bundle(
+    gateway_id: &str,
+    referral: &Referral,
+    original: &Value,
+    product: Option<&ClaimProduct>,
+) -> Value {
     let entries = original_entries(gateway_id, original);
     let sr_url = service_request_url(&entries);
     let claim_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 20_000));
@@ -279,6 +300,12 @@ pub fn preauthorization_bundle(gateway_id: &str, referral: &Referral, original: 
     }
     if let Some(url) = &sr_url {
         claim["referral"] = json!({ "reference": url });
+    }
+    if let Some(p) = product {
+        claim["extension"] = json!([{
+            "url": "https://sociogate.org/fhir/StructureDefinition/funding-note",
+            "valueString": p.note,
+        }]);
     }
     let header = json!({
         "resourceType": "MessageHeader",

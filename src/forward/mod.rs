@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::check::Verdict;
 use crate::config::AmqpConfig;
+use crate::mappings::{Mappings, NonDisclosure};
 use crate::model::{IdentifierKind, Referral};
 use crate::pipeline::Processed;
 use crate::store::NewOutbound;
@@ -42,6 +43,7 @@ pub fn plan(
     processed: &Processed,
     outcome: &Value,
     cfg: &AmqpConfig,
+    mappings: &Mappings,
 ) -> Vec<NewOutbound> {
     let mut out = Vec::new();
     let codes: Vec<&str> = processed.issues.iter().map(|i| i.code.as_str()).collect();
@@ -68,8 +70,24 @@ pub fn plan(
 
     match (processed.verdict, &processed.referral) {
         (Verdict::Accepted, Some(referral)) => {
-            let original = serde_json::from_slice::<Value>(crate::decode::strip_bom(origin.body))
-                .unwrap_or(Value::Null);
+            let mut original =
+                serde_json::from_slice::<Value>(crate::decode::strip_bom(origin.body))
+                    .unwrap_or(Value::Null);
+            // Non-disclosure (e.g. turvakielto): no recipient gets address or contact details.
+            let mut referral = referral.clone();
+            if referral.patient.as_ref().is_some_and(|p| p.non_disclosure) {
+                redact(&mut original, mappings.non_disclosure());
+                if let Some(patient) = referral.patient.as_mut() {
+                    patient.address = None;
+                }
+            }
+            let referral = &referral;
+            let product = referral
+                .jurisdiction
+                .and_then(|j| mappings.parameters(j))
+                .and_then(|p| {
+                    serde_json::from_value::<fhir::ClaimProduct>(p["claim"].clone()).ok()
+                });
             let provider_key = provider_routing_key(referral);
             out.push(NewOutbound {
                 kind: "provider".to_owned(),
@@ -106,9 +124,14 @@ pub fn plan(
                     "x-sociogate-event",
                     "preauthorization-request".to_owned(),
                 )]),
-                body: fhir::preauthorization_bundle(origin.gateway_id, referral, &original)
-                    .to_string()
-                    .into_bytes(),
+                body: fhir::preauthorization_bundle(
+                    origin.gateway_id,
+                    referral,
+                    &original,
+                    product.as_ref(),
+                )
+                .to_string()
+                .into_bytes(),
             });
         }
         (Verdict::Accepted | Verdict::Rejected, referral) => {
@@ -168,6 +191,38 @@ pub fn plan(
         });
     }
     out
+}
+
+/// Removes what a non-disclosure label withholds from every resource of the listed types,
+/// wherever it sits (Bundle entries, contained resources, nested Bundles).
+pub fn redact(value: &mut Value, rules: &NonDisclosure) {
+    match value {
+        Value::Object(obj) => {
+            let listed = obj
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .is_some_and(|rt| rules.resource_types.iter().any(|t| t == rt));
+            if listed {
+                for element in &rules.elements {
+                    obj.remove(element);
+                }
+                if let Some(Value::Array(exts)) = obj.get_mut("extension") {
+                    exts.retain(|e| {
+                        !e.get("url")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| rules.extension_urls.iter().any(|x| x == u))
+                    });
+                }
+                // The narrative repeats the withheld data in prose.
+                obj.remove("text");
+            }
+            for v in obj.values_mut() {
+                redact(v, rules);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, rules)),
+        _ => {}
+    }
 }
 
 /// An outbound message that a transient failure made impossible to process: the raw bytes go

@@ -15,9 +15,6 @@ use crate::forward::outbound_message_id;
 use crate::store::{OutboxRow, Store};
 use crate::telemetry;
 
-/// How long a claimed batch belongs to one relay before another may take it over.
-const LEASE_MS: i64 = 30_000;
-
 /// Declares the exchanges and queues the gateway publishes to.
 pub async fn declare_topology(
     channel: &Channel,
@@ -88,7 +85,7 @@ pub async fn publish_batch(
     relay_id: &str,
 ) -> Result<usize, RelayError> {
     let rows = store
-        .claim_outbox(relay_id, cfg.batch_size, LEASE_MS)
+        .claim_outbox(relay_id, cfg.batch_size, cfg.lease_ms)
         .await?;
     if rows.is_empty() {
         return Ok(0);

@@ -55,7 +55,7 @@ fn header_text(value: &AMQPValue) -> Option<String> {
 }
 
 /// The envelope of a delivery, and how often it was delivered before (quorum queues count).
-fn envelope_of(delivery: &Delivery) -> (Envelope, u32) {
+fn envelope_of(delivery: &Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
     let props = &delivery.properties;
     let mut headers = Map::new();
     let mut language = None;
@@ -99,6 +99,7 @@ fn envelope_of(delivery: &Delivery) -> (Envelope, u32) {
             .filter(|s| !s.is_empty()),
         language,
         headers: Value::Object(headers),
+        jurisdiction: cfg.jurisdiction,
     };
     (envelope, delivery_count)
 }
@@ -111,7 +112,7 @@ async fn handle_delivery(
     delivery: Delivery,
 ) {
     telemetry::received("amqp");
-    let (envelope, delivered_before) = envelope_of(&delivery);
+    let (envelope, delivered_before) = envelope_of(&delivery, cfg);
     match gateway.handle(&envelope).await {
         Ok(_) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::check::Verdict;
 use crate::forward::fhir::response_bundle;
+use crate::model::Jurisdiction;
 use crate::pipeline::gateway::{Envelope, Gateway, Handled};
 use crate::telemetry;
 
@@ -39,7 +40,12 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/fhir/$process-message", post(process_message))
+        .route(
+            "/fhir/{jurisdiction}/$process-message",
+            post(process_message_for),
+        )
         .route("/referrals", post(referrals))
+        .route("/referrals/{jurisdiction}", post(referrals_for))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -110,6 +116,7 @@ async fn envelope(
         reply_to: None,
         language: header_str(headers, "accept-language"),
         headers: json!({}),
+        jurisdiction: None,
     })
 }
 
@@ -130,15 +137,75 @@ fn verdict_of(status: &str) -> Verdict {
     }
 }
 
+/// The jurisdiction named by a route (`de`, `nl`, `fi`).
+fn route_jurisdiction(segment: &str) -> Option<Jurisdiction> {
+    match segment.to_ascii_lowercase().as_str() {
+        "de" => Some(Jurisdiction::De),
+        "nl" => Some(Jurisdiction::Nl),
+        "fi" => Some(Jurisdiction::Fi),
+        _ => None,
+    }
+}
+
+fn unknown_jurisdiction() -> Response {
+    outcome_response(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "error",
+        "unknown jurisdiction; use de, nl or fi",
+    )
+}
+
 async fn process_message(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let envelope = match envelope(&state, &headers, body).await {
+    process(state, headers, body, None, true).await
+}
+
+async fn referrals(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    process(state, headers, body, None, false).await
+}
+
+async fn process_message_for(
+    State(state): State<HttpState>,
+    Path(jurisdiction): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route_jurisdiction(&jurisdiction) {
+        Some(j) => process(state, headers, body, Some(j), true).await,
+        None => unknown_jurisdiction(),
+    }
+}
+
+async fn referrals_for(
+    State(state): State<HttpState>,
+    Path(jurisdiction): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route_jurisdiction(&jurisdiction) {
+        Some(j) => process(state, headers, body, Some(j), false).await,
+        None => unknown_jurisdiction(),
+    }
+}
+
+/// Runs one HTTP message through the gateway; `fhir_messaging` selects the
+/// `$process-message` answer (a response Bundle) over the plain verdict JSON.
+async fn process(
+    state: HttpState,
+    headers: HeaderMap,
+    body: Body,
+    jurisdiction: Option<Jurisdiction>,
+    fhir_messaging: bool,
+) -> Response {
+    let mut envelope = match envelope(&state, &headers, body).await {
         Ok(e) => e,
         Err(r) => return r,
     };
+    envelope.jurisdiction = jurisdiction;
     let handled = match state.gateway.handle(&envelope).await {
         Ok(h) => h,
         Err(e) => {
@@ -163,73 +230,43 @@ async fn process_message(
             true,
         ),
     };
-    let status = if verdict == Verdict::Unreadable {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+    if fhir_messaging {
+        let status = if verdict == Verdict::Unreadable {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        let bundle = response_bundle(
+            &gateway_id,
+            envelope.message_id.as_deref(),
+            verdict,
+            &outcome,
+        );
+        return (
+            status,
+            [
+                (header::CONTENT_TYPE, FHIR_JSON.to_owned()),
+                (
+                    header::HeaderName::from_static("x-sociogate-duplicate"),
+                    duplicate.to_string(),
+                ),
+            ],
+            bundle.to_string(),
+        )
+            .into_response();
+    }
+    let status = match (duplicate, verdict) {
+        (true, _) | (false, Verdict::Accepted) => StatusCode::OK,
+        (false, Verdict::Rejected) => StatusCode::UNPROCESSABLE_ENTITY,
+        (false, Verdict::Unreadable) => StatusCode::BAD_REQUEST,
     };
-    let bundle = response_bundle(
-        &gateway_id,
-        envelope.message_id.as_deref(),
-        verdict,
-        &outcome,
-    );
+    let body = json!({ "gateway_id": gateway_id, "verdict": verdict.as_str(), "duplicate": duplicate, "outcome": outcome });
     (
         status,
-        [
-            (header::CONTENT_TYPE, FHIR_JSON.to_owned()),
-            (
-                header::HeaderName::from_static("x-sociogate-duplicate"),
-                duplicate.to_string(),
-            ),
-        ],
-        bundle.to_string(),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
     )
         .into_response()
-}
-
-async fn referrals(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let envelope = match envelope(&state, &headers, body).await {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    match state.gateway.handle(&envelope).await {
-        Ok(Handled::New {
-            gateway_id,
-            verdict,
-            outcome,
-        }) => {
-            let status = match verdict {
-                Verdict::Accepted => StatusCode::OK,
-                Verdict::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
-                Verdict::Unreadable => StatusCode::BAD_REQUEST,
-            };
-            let body = json!({ "gateway_id": gateway_id, "verdict": verdict.as_str(), "duplicate": false, "outcome": outcome });
-            (
-                status,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-                .into_response()
-        }
-        Ok(Handled::Duplicate {
-            gateway_id,
-            status,
-            outcome,
-        }) => {
-            let body = json!({ "gateway_id": gateway_id, "verdict": status, "duplicate": true, "outcome": outcome });
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-                .into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "HTTP referral not stored");
-            unavailable()
-        }
-    }
 }
 
 async fn health() -> Response {

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use fhir_sdk::r4b::resources::{
     BundleEntry, CarePlan, Condition, Coverage as FhirCoverage, DocumentReference, Encounter, Goal,
-    MessageHeader, Observation, ObservationComponentValue, ObservationEffective, ObservationValue,
-    Organization, Patient as FhirPatient, Practitioner, PractitionerRole, Resource, ServiceRequest,
-    ServiceRequestOccurrence, ServiceRequestQuantity,
+    GoalTargetDue, MessageHeader, Observation, ObservationComponentValue, ObservationEffective,
+    ObservationValue, Organization, Patient as FhirPatient, Practitioner, PractitionerRole,
+    Resource, ServiceRequest, ServiceRequestOccurrence, ServiceRequestQuantity,
 };
 use fhir_sdk::r4b::types::{
     CodeableConcept, Coding, Extension, ExtensionValue, HumanName as FhirName,
@@ -43,7 +43,12 @@ const ADMINISTRATIVE_GENDER: &str = "http://hl7.org/fhir/administrative-gender";
 const KBV_FACHGRUPPE: &str = "https://fhir.kbv.de/CodeSystem/KBV_CS_SFHIR_BAR2_ARZTNRFACHGRUPPE";
 
 /// Maps `root` into a referral.
-pub fn map(root: &Resource, mappings: &Mappings, ids: ReferralIds) -> (Referral, Vec<Issue>) {
+pub fn map(
+    root: &Resource,
+    mappings: &Mappings,
+    ids: ReferralIds,
+    jurisdiction: Option<Jurisdiction>,
+) -> (Referral, Vec<Issue>) {
     let index = Index::build(root);
     let mut mapper = Mapper {
         index: &index,
@@ -64,8 +69,12 @@ pub fn map(root: &Resource, mappings: &Mappings, ids: ReferralIds) -> (Referral,
             }
         }
     }
-    let profiles = index.profiles();
-    decide_jurisdiction(&mut referral, &profiles, mappings, &mut mapper.issues);
+    if jurisdiction.is_none() {
+        let profiles = index.profiles();
+        decide_jurisdiction(&mut referral, &profiles, mappings, &mut mapper.issues);
+    } else {
+        referral.jurisdiction = jurisdiction;
+    }
     if let Some(j) = referral.jurisdiction {
         apply_unit_defaults(&mut referral, mappings, j);
     }
@@ -413,13 +422,20 @@ impl<'a> Mapper<'_, 'a> {
         }
 
         // Units, delivery and unit length
-        let delivery = sr
-            .order_detail
-            .iter()
-            .flatten()
-            .find_map(|cc| {
-                self.translate_cc::<Delivery>("delivery-mode", cc, "ServiceRequest.orderDetail")
-            })
+        for (n, cc) in sr.order_detail.iter().flatten().enumerate() {
+            let path = format!("ServiceRequest.orderDetail[{n}]");
+            if let Some(mode) = self.translate_cc::<Delivery>("delivery-mode", cc, &path)
+                && !referral.delivery_modes.contains(&mode)
+            {
+                referral.delivery_modes.push(mode);
+            }
+        }
+        // Units are counted in the first stated mode (a plan with both parts states the
+        // individual part first by convention of the inbound profile).
+        let delivery = referral
+            .delivery_modes
+            .first()
+            .copied()
             .unwrap_or(Delivery::Individual);
         let unit_minutes = self.unit_length(&sr.extension);
         if let Some(ServiceRequestQuantity::Quantity(q)) = &sr.quantity {
@@ -586,6 +602,9 @@ impl<'a> Mapper<'_, 'a> {
                 Resource::Observation(obs) => self.observation(obs, referral),
                 Resource::Encounter(enc) => self.encounter(enc, referral),
                 Resource::Goal(goal) => push_goal(goal, referral),
+                Resource::Consent(consent) if consent.status.to_string() == "active" => {
+                    referral.plan_agreed_with_client = Some(true);
+                }
                 Resource::CarePlan(plan) => self.care_plan(s, plan, reference, referral),
                 Resource::DocumentReference(doc) => {
                     care_plan_document(doc, reference, referral, self)
@@ -939,6 +958,16 @@ impl<'a> Mapper<'_, 'a> {
     }
 
     fn observation(&mut self, obs: &Observation, referral: &mut Referral) {
+        let effective = match &obs.effective {
+            Some(ObservationEffective::DateTime(dt)) => date_of(dt),
+            Some(ObservationEffective::Period(p)) => p.start.as_ref().and_then(date_of),
+            _ => None,
+        };
+        if has_code(&obs.code, ASSESSMENT_SYSTEM, "service-needs-assessment") {
+            referral.service_needs_assessment_date =
+                effective.or(referral.service_needs_assessment_date);
+            return;
+        }
         if !has_code(&obs.code, ASSESSMENT_SYSTEM, "gaf") {
             return;
         }
@@ -954,11 +983,7 @@ impl<'a> Mapper<'_, 'a> {
                 .map(|v| v as i64),
             _ => None,
         };
-        assessment.gaf_date = match &obs.effective {
-            Some(ObservationEffective::DateTime(dt)) => date_of(dt),
-            Some(ObservationEffective::Period(p)) => p.start.as_ref().and_then(date_of),
-            _ => None,
-        };
+        assessment.gaf_date = effective;
         for component in obs.component.iter().flatten() {
             let value_code = |system: &str| -> Option<String> {
                 match &component.value {
@@ -1082,6 +1107,14 @@ fn care_plan_document(
 }
 
 fn push_goal(goal: &Goal, referral: &mut Referral) {
+    for target in goal.target.iter().flatten() {
+        if let Some(GoalTargetDue::Date(due)) = &target.due
+            && let Some(day) = full_date(due)
+            && !referral.plan_evaluation_dates.contains(&day)
+        {
+            referral.plan_evaluation_dates.push(day);
+        }
+    }
     let text = goal
         .description
         .text

@@ -15,6 +15,7 @@ pub mod fhir;
 /// Rule codes this stage reports (verified against the catalogue at start).
 pub const RULES: &[&str] = &[
     "GW-OK",
+    "GW-ND-01",
     "GW-MAP-01",
     "GW-MAP-02",
     "GW-MAP-03",
@@ -48,11 +49,25 @@ const SOCIOTHERAPY_SERVICES: &[&str] = &[
     "social-rehabilitation",
 ];
 
-/// Maps a decoded document into a canonical referral.
-pub fn map(decoded: &Decoded, mappings: &Mappings, ids: ReferralIds) -> (Referral, Vec<Issue>) {
-    match decoded {
-        Decoded::Fhir(resource) => fhir::map(resource, mappings, ids),
+/// Maps a decoded document into a canonical referral. `jurisdiction`, when the intake is
+/// configured for one, overrides what the identifiers and profiles say.
+pub fn map(
+    decoded: &Decoded,
+    mappings: &Mappings,
+    ids: ReferralIds,
+    jurisdiction: Option<Jurisdiction>,
+) -> (Referral, Vec<Issue>) {
+    let (mut referral, mut issues) = match decoded {
+        Decoded::Fhir(resource) => fhir::map(resource, mappings, ids, jurisdiction),
+    };
+    if referral.patient.as_ref().is_some_and(|p| p.non_disclosure) {
+        issues.push(Issue::new(mappings.rules(), "GW-ND-01"));
     }
+    if let Some(j) = jurisdiction {
+        referral.jurisdiction = Some(j);
+        referral.jurisdiction_basis = Some("configured for the intake".to_owned());
+    }
+    (referral, issues)
 }
 
 /// The payload's own idempotency key: Bundle.identifier (system|value) or MessageHeader.id.
@@ -107,26 +122,12 @@ pub fn decide_jurisdiction(
             break;
         }
     }
-    if votes.is_empty() {
-        for profile in profiles {
-            let by_profile = [
-                ("https://fhir.kbv.de/", Jurisdiction::De),
-                ("http://fhir.de/", Jurisdiction::De),
-                ("https://gematik.de/", Jurisdiction::De),
-                ("http://nictiz.nl/", Jurisdiction::Nl),
-                ("http://fhir.nl/", Jurisdiction::Nl),
-                ("https://hl7.fi/", Jurisdiction::Fi),
-            ];
-            if let Some((_, j)) = by_profile
-                .iter()
-                .find(|(prefix, _)| profile.starts_with(prefix))
-            {
-                votes
-                    .entry(*j)
-                    .or_insert_with(|| format!("profile {profile}"));
-                break;
-            }
-        }
+    if votes.is_empty()
+        && let Some((profile, j)) = profiles
+            .iter()
+            .find_map(|p| mappings.jurisdiction_of_profile(p).map(|j| (p, j)))
+    {
+        votes.insert(j, format!("profile {profile}"));
     }
     match votes.into_iter().next() {
         Some((jurisdiction, basis)) => {

@@ -45,6 +45,8 @@ pub struct Referral {
     pub requested_units: Option<RequestedUnits>,
     /// Settings in which the care may be delivered.
     pub settings: Vec<Setting>,
+    /// Every delivery mode the sender stated (individual, group, or both parts).
+    pub delivery_modes: Vec<Delivery>,
     /// Requested meeting frequency.
     pub frequency: Option<Frequency>,
     /// Therapy goals as free text.
@@ -65,6 +67,15 @@ pub struct Referral {
     pub hospital_stay: Option<HospitalStay>,
     /// Reference to the care plan (treatment plan, Betreuungsplan, client plan).
     pub care_plan: Option<CarePlanRef>,
+    /// Whether the plan was agreed with / made together with the client (a recorded consent,
+    /// or the patient as a contributor of the plan).
+    pub plan_agreed_with_client: Option<bool>,
+    /// Dates on which the plan's goals are to be evaluated.
+    #[schemars(with = "Vec<String>")]
+    pub plan_evaluation_dates: Vec<Date>,
+    /// Date of the service-needs assessment that precedes the service (FI).
+    #[schemars(with = "Option<String>")]
+    pub service_needs_assessment_date: Option<Date>,
 }
 
 impl Referral {
@@ -82,6 +93,7 @@ impl Referral {
             requested_period: None,
             requested_units: None,
             settings: Vec::new(),
+            delivery_modes: Vec::new(),
             frequency: None,
             goals: Vec::new(),
             diagnoses: Vec::new(),
@@ -92,6 +104,9 @@ impl Referral {
             requested_provider: None,
             hospital_stay: None,
             care_plan: None,
+            plan_agreed_with_client: None,
+            plan_evaluation_dates: Vec::new(),
+            service_needs_assessment_date: None,
         }
     }
 }
@@ -438,6 +453,24 @@ pub enum Qualification {
     GeneralPractitioner,
     /// Hospital physician (Entlassmanagement).
     HospitalPhysician,
+    /// NL: psychiater.
+    Psychiatrist,
+    /// NL: GZ-psycholoog.
+    HealthcarePsychologist,
+    /// NL: klinisch (neuro)psycholoog.
+    ClinicalPsychologist,
+    /// NL: psychotherapeut.
+    Psychotherapist,
+    /// NL: verpleegkundig specialist GGZ.
+    NursePractitionerMentalHealth,
+    /// NL: (sociaal-psychiatrisch) verpleegkundige.
+    MentalHealthNurse,
+    /// NL: sociotherapeut (not a profession that may carry the treatment).
+    Sociotherapist,
+    /// FI: sosiaalityöntekijä.
+    SocialWorker,
+    /// FI: sosiaaliohjaaja.
+    SocialCounsellor,
     /// Any other specialty.
     Other,
 }

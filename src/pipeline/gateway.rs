@@ -34,6 +34,8 @@ pub struct Envelope {
     pub language: Option<String>,
     /// Other headers worth keeping, as JSON.
     pub headers: Value,
+    /// Jurisdiction fixed by the intake's configuration (queue or HTTP route).
+    pub jurisdiction: Option<crate::model::Jurisdiction>,
 }
 
 /// What happened to one message.
@@ -122,6 +124,7 @@ impl Gateway {
             bytes: &envelope.body,
             content_type: envelope.content_type.as_deref(),
             message_id: envelope.message_id.as_deref(),
+            jurisdiction: envelope.jurisdiction,
         };
         let prepared = self.engine.prepare(inbound);
         let (gateway_id, idempotency_key, sha256) = match &prepared {
@@ -221,7 +224,13 @@ impl Gateway {
             content_type: envelope.content_type.as_deref(),
             body: &envelope.body,
         };
-        for out in forward::plan(&origin, &processed, &outcome, &self.amqp) {
+        for out in forward::plan(
+            &origin,
+            &processed,
+            &outcome,
+            &self.amqp,
+            self.engine.mappings(),
+        ) {
             tx.enqueue(&gateway_id, &out).await?;
         }
         tx.commit().await?;

@@ -31,6 +31,8 @@ pub struct Inbound<'a> {
     pub content_type: Option<&'a str>,
     /// Transport message id (AMQP `message-id`), if any.
     pub message_id: Option<&'a str>,
+    /// Jurisdiction fixed by the intake's configuration (queue or HTTP route), if any.
+    pub jurisdiction: Option<Jurisdiction>,
 }
 
 /// The result of processing one message.
@@ -200,7 +202,7 @@ impl Engine {
             sender_id: None,
             idempotency_key,
         };
-        let (referral, issues) = map::map(&decoded, &self.mappings, ids);
+        let (referral, issues) = map::map(&decoded, &self.mappings, ids, inbound.jurisdiction);
         Ok(Mapped {
             format,
             referral,

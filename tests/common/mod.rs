@@ -45,6 +45,7 @@ pub fn process_with(engine: &Engine, bytes: &[u8], ledger: &mut MemoryLedger) ->
         bytes,
         content_type: None,
         message_id: None,
+        jurisdiction: None,
     };
     match engine.process(inbound, ledger, TODAY) {
         Ok(p) => p,
