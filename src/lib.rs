@@ -7,12 +7,14 @@ pub mod model;
 
 pub mod check;
 pub mod decode;
+pub mod encode;
 pub mod forward;
 pub mod intake;
 pub mod map;
 pub mod store;
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod mappings;
 pub mod outcome;

@@ -65,6 +65,28 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Measure throughput, latency and memory beside baselines in the same run (BENCHMARKS.md).
+    Bench {
+        /// Finish in under two minutes: fewer messages, SQLite only, one load level.
+        #[arg(long)]
+        quick: bool,
+        /// Print every figure as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Workload seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Messages for the end-to-end run (default 20,000; 2,000 with --quick).
+        #[arg(long)]
+        messages: Option<usize>,
+        /// PostgreSQL server for the PostgreSQL runs (a fresh database is created per run).
+        #[arg(
+            long,
+            env = "BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+    },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
     Replay {
@@ -98,6 +120,29 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
+                eprintln!("sociogate: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Bench {
+        quick,
+        json,
+        seed,
+        messages,
+        postgres,
+    } = &cli.command
+    {
+        return match bench(
+            cli.mappings.clone(),
+            *quick,
+            *json,
+            *seed,
+            *messages,
+            postgres,
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
                 eprintln!("sociogate: {e:#}");
                 ExitCode::from(2)
             }
@@ -151,7 +196,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paths,
         } => check(&engine, at, format, &lang, &paths),
         Command::Translate { path } => translate(&engine, &path),
-        Command::Serve { .. } | Command::Replay { .. } => Ok(ExitCode::from(2)),
+        Command::Serve { .. } | Command::Replay { .. } | Command::Bench { .. } => {
+            Ok(ExitCode::from(2))
+        }
     }
 }
 
@@ -382,4 +429,31 @@ fn replay(
             ExitCode::SUCCESS
         })
     })
+}
+
+fn bench(
+    mappings: Option<PathBuf>,
+    quick: bool,
+    json: bool,
+    seed: u64,
+    messages: Option<usize>,
+    postgres: &str,
+) -> anyhow::Result<()> {
+    let dir = mappings.unwrap_or_else(Mappings::default_dir);
+    let engine = Engine::load(&dir, Limits::default())?;
+    let opts = sociogate::bench::BenchOptions {
+        quick,
+        seed,
+        amqp_url: std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+        postgres_url: Some(postgres.to_owned()).filter(|p| !p.is_empty()),
+        messages: messages.unwrap_or(if quick { 2_000 } else { 20_000 }),
+    };
+    let report = runtime()?.block_on(sociogate::bench::run(&engine, &opts));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sociogate::bench::table(&report));
+    }
+    Ok(())
 }

@@ -133,7 +133,7 @@ impl FiRulePack {
         match per_week {
             Some(p) if p + 1e-9 >= self.min_meetings_per_week => {}
             other => {
-                let shown = other.map_or_else(|| "not stated".to_owned(), |p| format!("{p:.2}"));
+                let shown = format!("{:.2}", other.unwrap_or(0.0));
                 let every_weeks = if self.min_meetings_per_week > 0.0 {
                     format!("{:.0}", 1.0 / self.min_meetings_per_week)
                 } else {
@@ -162,7 +162,7 @@ impl FiRulePack {
 }
 
 #[cfg(test)]
-mod tests {
+mod oid_tests {
     use super::oid_of;
 
     #[test]
@@ -177,3 +177,7 @@ mod tests {
         assert_eq!(oid_of("1.2.x"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "fi_tests.rs"]
+mod tests;

@@ -185,3 +185,7 @@ impl NlRulePack {
         issues
     }
 }
+
+#[cfg(test)]
+#[path = "nl_tests.rs"]
+mod tests;

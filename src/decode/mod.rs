@@ -6,6 +6,8 @@
 use fhir_sdk::r4b::resources::Resource;
 
 pub mod fhir_json;
+pub mod fhir_xml;
+pub mod xml;
 
 /// Rule codes this stage reports (verified against the catalogue at start).
 pub const RULES: &[&str] = &[
@@ -141,14 +143,19 @@ impl DecodeError {
 /// Recognises the format from the content type or, when absent or generic, from the bytes.
 pub fn sniff(bytes: &[u8], content_type: Option<&str>) -> Result<Format, DecodeError> {
     let body = strip_bom(bytes);
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+    let declared = content_type.map(|ct| ct.to_ascii_lowercase());
+    if let Some(head) = xml::utf16_head(bytes, 4096) {
         // UTF-16 is legal for XML only; JSON must be UTF-8 (RFC 8259 § 8.1).
-        return Err(DecodeError::Unsupported(
-            "UTF-16 encoded XML is not read yet".to_owned(),
-        ));
+        return match head.trim_start().chars().next() {
+            None => Err(DecodeError::Empty),
+            Some('<') if head.contains("ClinicalDocument") => Ok(Format::Cda),
+            Some('<') => Ok(Format::FhirXml),
+            Some(_) => Err(DecodeError::Unsupported(
+                "UTF-16 text that is not XML (JSON must be UTF-8)".to_owned(),
+            )),
+        };
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let declared = content_type.map(|ct| ct.to_ascii_lowercase());
     match first {
         None => Err(DecodeError::Empty),
         Some(b'{' | b'[') => Ok(Format::FhirJson),
@@ -192,9 +199,10 @@ pub fn decode(
             let resource = fhir_json::decode(strip_bom(bytes), limits)?;
             Ok((format, Decoded::Fhir(Box::new(resource))))
         }
-        Format::FhirXml => Err(DecodeError::Unsupported(
-            "FHIR XML is not accepted yet; send application/fhir+json".to_owned(),
-        )),
+        Format::FhirXml => {
+            let resource = fhir_xml::decode(bytes, limits)?;
+            Ok((format, Decoded::Fhir(Box::new(resource))))
+        }
         Format::Cda => Err(DecodeError::Unsupported(
             "CDA R2 documents are not accepted yet; send application/fhir+json".to_owned(),
         )),

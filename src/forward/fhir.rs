@@ -25,6 +25,7 @@ const FORWARDED: &[&str] = &[
     "CarePlan",
     "Goal",
     "DocumentReference",
+    "Consent",
 ];
 
 fn now() -> String {
@@ -240,20 +241,40 @@ pub fn preauthorization_bundle(
     };
     let mut item = Map::new();
     item.insert("sequence".into(), json!(1));
-    let service_code = referral
-        .service
-        .as_ref()
-        .filter(|s| s.system.as_deref() == Some(SERVICE_SYSTEM))
-        .map_or("sociotherapy", |s| s.code.as_str());
-    item.insert(
-        "productOrService".into(),
-        json!({ "coding": [{ "system": SERVICE_SYSTEM, "code": service_code }] }),
-    );
-    if let Some(units) = referral.requested_units {
-        item.insert(
-            "quantity".into(),
-            json!({ "value": units.count, "unit": format!("unit of {} min", units.unit_minutes) }),
-        );
+    let (system, code, display) = match product {
+        Some(p) => (
+            p.product_system.as_str(),
+            p.product_code.as_str(),
+            Some(p.product_display.as_str()),
+        ),
+        None => (SERVICE_SYSTEM, "sociotherapy", None),
+    };
+    let mut coding = json!({ "system": system, "code": code });
+    if let Some(d) = display {
+        coding["display"] = json!(d);
+    }
+    item.insert("productOrService".into(), json!({ "coding": [coding] }));
+    let stay_days = referral
+        .requested_period
+        .and_then(|p| Some((p.end? - p.start?).whole_days() + 1));
+    match (
+        product.map(|p| p.quantity.as_str()),
+        referral.requested_units,
+        stay_days,
+    ) {
+        (Some("days"), _, Some(days)) => {
+            item.insert(
+                "quantity".into(),
+                json!({ "value": days, "unit": "day", "system": "http://unitsofmeasure.org", "code": "d" }),
+            );
+        }
+        (_, Some(units), _) => {
+            item.insert(
+                "quantity".into(),
+                json!({ "value": units.count, "unit": format!("unit of {} min", units.unit_minutes) }),
+            );
+        }
+        _ => {}
     }
     if let Some(period) = referral.requested_period {
         let mut p = Map::new();

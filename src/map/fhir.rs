@@ -1037,6 +1037,20 @@ impl<'a> Mapper<'_, 'a> {
             reference,
             ids: self.identifiers(&plan.identifier),
         });
+        // The patient as author or contributor means the plan was made with the client.
+        let by_patient = plan
+            .author
+            .iter()
+            .chain(plan.contributor.iter().flatten())
+            .filter_map(|r| r.reference.as_deref())
+            .any(|r| {
+                self.index
+                    .resolve(at, r)
+                    .is_some_and(|p| matches!(self.index.get(p), Resource::Patient(_)))
+            });
+        if by_patient {
+            referral.plan_agreed_with_client = Some(true);
+        }
         for (n, goal_ref) in plan.goal.iter().flatten().enumerate() {
             if let Some(g) = self.resolve_ref(at, goal_ref, &format!("CarePlan.goal[{n}]"))
                 && let Resource::Goal(goal) = self.index.get(g)

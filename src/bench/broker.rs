@@ -1,0 +1,492 @@
+//! End-to-end through RabbitMQ: the real `sociogate serve` as a child process, against the
+//! same messages relayed twice by a plain consumer/publisher with the same durability.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::Serialize;
+
+/// Result of one end-to-end run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndToEndRow {
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    /// Messages published.
+    pub messages: usize,
+    /// Gateway: messages per second until every output was consumed.
+    pub gateway_msgs_per_s: f64,
+    /// Baseline: messages per second through two plain relay hops.
+    pub baseline_msgs_per_s: f64,
+    /// gateway / baseline.
+    pub ratio: f64,
+    /// Peak RSS of `serve` in MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Latency at one offered load.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    /// `sqlite` or `postgres`.
+    pub store: String,
+    /// Offered messages per second.
+    pub offered_per_s: u32,
+    /// Messages measured.
+    pub messages: usize,
+    /// Percentiles in milliseconds, from the scheduled send time to the provider output.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Peak RSS of `serve` in MB.
+    pub peak_rss_mb: f64,
+}
+
+/// Errors of a benchmark run.
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A `serve` child process with its own queue and exchange names.
+pub struct Gateway {
+    child: Child,
+    /// Unique suffix of the names.
+    pub suffix: String,
+}
+
+impl Gateway {
+    fn name(&self, what: &str) -> String {
+        format!("bench.{}.{what}", self.suffix)
+    }
+
+    /// Inbound queue.
+    pub fn inbound(&self) -> String {
+        self.name("inbound")
+    }
+
+    /// Peak resident set size so far (Linux `VmHWM`), in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        peak_rss_mb(self.child.id())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak RSS of a process in MB, from `/proc/<pid>/status`.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Starts `serve` on `database_url`.
+pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let exe = std::env::current_exe()?;
+    let n = |what: &str| format!("bench.{suffix}.{what}");
+    let child = Command::new(exe)
+        .arg("serve")
+        .env("SOCIOGATE_HTTP__LISTEN", "127.0.0.1:0")
+        .env("AMQP_URL", amqp_url)
+        .env("DATABASE_URL", database_url)
+        .env("SOCIOGATE_AMQP__INBOUND_QUEUE", n("inbound"))
+        .env("SOCIOGATE_AMQP__REFERRALS_EXCHANGE", n("referrals"))
+        .env("SOCIOGATE_AMQP__INSURERS_EXCHANGE", n("insurers"))
+        .env("SOCIOGATE_AMQP__REJECTED_EXCHANGE", n("rejected"))
+        .env("SOCIOGATE_AMQP__DEAD_LETTER_QUEUE", n("dead-letter"))
+        .env("SOCIOGATE_AMQP__PUBLISH_CANONICAL", "false")
+        .env("SOCIOGATE_OUTBOX__POLL_INTERVAL_MS", "5")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Gateway { child, suffix })
+}
+
+async fn quorum_queue(channel: &Channel, name: &str) -> BenchResult<()> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn connect(amqp_url: &str) -> BenchResult<(Connection, Channel)> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel))
+}
+
+/// Publishes `messages` persistently to `queue`, pipelining confirms in windows.
+async fn publish_all(
+    channel: &Channel,
+    queue: &str,
+    messages: &[Vec<u8>],
+    ids: impl Fn(usize) -> String,
+) -> BenchResult<()> {
+    let mut pending = Vec::with_capacity(512);
+    for (i, body) in messages.iter().enumerate() {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/fhir+json".into())
+            .with_message_id(ids(i).into());
+        pending.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await?,
+        );
+        if pending.len() == 512 {
+            for confirm in pending.drain(..) {
+                confirm.await?;
+            }
+        }
+    }
+    for confirm in pending {
+        confirm.await?;
+    }
+    Ok(())
+}
+
+/// A queue bound to the gateway's provider and insurer exchanges, counting what arrives and
+/// recording when each inbound message's provider output arrived.
+async fn collector(channel: &Channel, gw: &Gateway) -> BenchResult<String> {
+    let queue = gw.name("collect");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for exchange in ["referrals", "insurers"] {
+        let exchange = gw.name(exchange);
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(queue)
+}
+
+type Arrivals = Arc<Mutex<(usize, HashMap<String, Instant>)>>;
+
+async fn consume_outputs(channel: Channel, queue: String, arrivals: Arrivals) -> BenchResult<()> {
+    channel.basic_qos(1000, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "bench-collect".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    while let Some(Ok(delivery)) = consumer.next().await {
+        let now = Instant::now();
+        let inbound = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-sociogate-inbound-message-id").cloned());
+        let provider = delivery.routing_key.as_str().starts_with("provider.")
+            || delivery.routing_key.as_str().starts_with("unassigned.");
+        if let Ok(mut a) = arrivals.lock() {
+            a.0 += 1;
+            if let (true, Some(AMQPValue::LongString(id))) = (provider, inbound) {
+                a.1.insert(String::from_utf8_lossy(id.as_bytes()).into_owned(), now);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_count(arrivals: &Arrivals, expected: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if arrivals.lock().map(|a| a.0 >= expected).unwrap_or(false) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+async fn wait_ready(gw: &Gateway, amqp_url: &str) -> BenchResult<()> {
+    // The gateway declares its inbound queue when it starts consuming.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    for _ in 0..600 {
+        if connection_probe(amqp_url, &gw.inbound(), passive).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("the gateway did not start consuming within 30 s".into())
+}
+
+async fn connection_probe(amqp_url: &str, queue: &str, opts: QueueDeclareOptions) -> bool {
+    // A failed passive declare closes the channel, so each probe uses its own.
+    let Ok((_c, ch)) = connect(amqp_url).await else {
+        return false;
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .is_ok()
+}
+
+/// Publishes `messages` (all valid) through the gateway and waits for the provider and insurer
+/// outputs of every one.
+pub async fn gateway_throughput(
+    amqp_url: &str,
+    database_url: &str,
+    store: &str,
+    messages: &[Vec<u8>],
+) -> BenchResult<(f64, f64)> {
+    let gw = start_gateway(amqp_url, database_url)?;
+    wait_ready(&gw, amqp_url).await?;
+    let (_conn, channel) = connect(amqp_url).await?;
+    let queue = collector(&channel, &gw).await?;
+    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
+    let (_conn2, consume_channel) = connect(amqp_url).await?;
+    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let started = Instant::now();
+    publish_all(&channel, &gw.inbound(), messages, |i| {
+        format!("{store}-tp-{i}")
+    })
+    .await?;
+    let expected = messages.len() * 2;
+    if !wait_count(&arrivals, expected, Duration::from_secs(600)).await {
+        return Err(format!(
+            "only {:?} of {expected} outputs arrived",
+            arrivals.lock().map(|a| a.0).ok()
+        )
+        .into());
+    }
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, gw.peak_rss_mb()))
+}
+
+/// The baseline: the same messages through the same broker with the same durability, consumed
+/// and republished twice with no processing (persistent, confirms, manual acks).
+pub async fn broker_baseline(
+    amqp_url: &str,
+    messages: &[Vec<u8>],
+    prefetch: u16,
+) -> BenchResult<f64> {
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let q = |n: u8| format!("bench.{suffix}.baseline{n}");
+    let (_conn, channel) = connect(amqp_url).await?;
+    for n in 1..=3 {
+        quorum_queue(&channel, &q(n)).await?;
+    }
+    let mut hops = Vec::new();
+    for (from, to) in [(q(1), q(2)), (q(2), q(3))] {
+        let (conn, ch) = connect(amqp_url).await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let mut consumer = ch
+            .basic_consume(
+                from.as_str().into(),
+                "bench-hop".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        hops.push(tokio::spawn(async move {
+            let _conn = conn;
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let props = BasicProperties::default().with_delivery_mode(2);
+                if let Ok(confirm) = ch
+                    .basic_publish(
+                        "".into(),
+                        to.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &delivery.data,
+                        props,
+                    )
+                    .await
+                {
+                    let _ = confirm.await;
+                }
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+        }));
+    }
+    let counted = Arc::new(Mutex::new((0usize, HashMap::new())));
+    let (_conn3, last) = connect(amqp_url).await?;
+    last.basic_qos(1000, BasicQosOptions::default()).await?;
+    let mut consumer = last
+        .basic_consume(
+            q(3).as_str().into(),
+            "bench-last".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let c2 = counted.clone();
+    let sink = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            if let Ok(mut c) = c2.lock() {
+                c.0 += 1;
+            }
+        }
+    });
+    let started = Instant::now();
+    publish_all(&channel, &q(1), messages, |i| format!("baseline-{i}")).await?;
+    let done = wait_count(&counted, messages.len(), Duration::from_secs(600)).await;
+    let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
+    for hop in hops {
+        hop.abort();
+    }
+    sink.abort();
+    for n in 1..=3 {
+        let _ = channel
+            .queue_delete(q(n).as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    if !done {
+        return Err("the baseline did not finish".into());
+    }
+    Ok(rate)
+}
+
+/// Open-loop latency: sends at a fixed rate on a schedule that does not wait for answers, and
+/// measures from each message's scheduled send time to its provider output (no coordinated
+/// omission: a stall delays the measured outputs, it does not slow the sender down).
+pub async fn latency(
+    amqp_url: &str,
+    database_url: &str,
+    store: &str,
+    messages: &[Vec<u8>],
+    rate: u32,
+) -> BenchResult<LatencyRow> {
+    let gw = start_gateway(amqp_url, database_url)?;
+    wait_ready(&gw, amqp_url).await?;
+    let (_conn, channel) = connect(amqp_url).await?;
+    let queue = collector(&channel, &gw).await?;
+    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
+    let (_conn2, consume_channel) = connect(amqp_url).await?;
+    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let started = Instant::now();
+    let mut scheduled = Vec::with_capacity(messages.len());
+    let mut confirms = Vec::new();
+    for (i, body) in messages.iter().enumerate() {
+        let at = started + interval * i as u32;
+        tokio::time::sleep_until(at.into()).await;
+        let id = format!("{store}-lat-{rate}-{i}");
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/fhir+json".into())
+            .with_message_id(id.as_str().into());
+        confirms.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    gw.inbound().as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await?,
+        );
+        scheduled.push((id, at));
+    }
+    for c in confirms {
+        c.await?;
+    }
+    let expected = messages.len() * 2;
+    if !wait_count(&arrivals, expected, Duration::from_secs(300)).await {
+        return Err("not every output arrived".into());
+    }
+    let mut ms: Vec<f64> = {
+        let a = arrivals.lock().map_err(|_| "poisoned")?;
+        scheduled
+            .iter()
+            .filter_map(|(id, at)| {
+                a.1.get(id)
+                    .map(|done| done.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(LatencyRow {
+        store: store.to_owned(),
+        offered_per_s: rate,
+        messages: ms.len(),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+        max_ms: ms.last().copied().unwrap_or(0.0),
+        peak_rss_mb: gw.peak_rss_mb(),
+    })
+}

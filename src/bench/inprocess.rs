@@ -1,0 +1,102 @@
+//! In-process throughput: decode + map + check + encode outputs on one thread, beside a bare
+//! `serde_json::from_slice::<Value>` of the same bytes, measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::AmqpConfig;
+use crate::forward::{self, Origin};
+use crate::pipeline::{Engine, Inbound};
+use crate::store::ledger::MemoryLedger;
+
+/// One row of the in-process table.
+#[derive(Debug, Clone, Serialize)]
+pub struct InProcessRow {
+    /// Format.
+    pub format: &'static str,
+    /// Size class.
+    pub size: &'static str,
+    /// Average message size in bytes.
+    pub bytes: usize,
+    /// Pipeline messages per second.
+    pub pipeline_msgs_per_s: f64,
+    /// Pipeline MB/s.
+    pub pipeline_mb_per_s: f64,
+    /// Baseline (bare parse) messages per second.
+    pub baseline_msgs_per_s: f64,
+    /// Baseline MB/s.
+    pub baseline_mb_per_s: f64,
+    /// pipeline / baseline.
+    pub ratio: f64,
+}
+
+/// Runs `work` over `messages` round-robin for about `budget`; returns messages per second.
+fn rate(messages: &[Vec<u8>], budget: Duration, mut work: impl FnMut(&[u8])) -> f64 {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < budget {
+        for m in messages {
+            work(m);
+            done += 1;
+        }
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Measures one workload. Pipeline and baseline alternate in three rounds each; the best round
+/// of each counts, so a noisy neighbour on the shared machine hurts both alike.
+pub fn measure(
+    engine: &Engine,
+    format: &'static str,
+    size: &'static str,
+    messages: &[Vec<u8>],
+    budget: Duration,
+) -> InProcessRow {
+    let cfg = AmqpConfig::default();
+    let today = time::OffsetDateTime::now_utc().date();
+    let bytes = messages.iter().map(Vec::len).sum::<usize>() / messages.len().max(1);
+    let mut best_pipeline: f64 = 0.0;
+    let mut best_baseline: f64 = 0.0;
+    for _ in 0..3 {
+        let mut ledger = MemoryLedger::default();
+        let pipeline = rate(messages, budget / 3, |bytes| {
+            let inbound = Inbound {
+                bytes,
+                content_type: None,
+                message_id: None,
+                jurisdiction: None,
+            };
+            if let Ok(processed) = engine.process(inbound, &mut ledger, today) {
+                let outcome = engine.outcome(&processed, "en").to_json();
+                let origin = Origin {
+                    gateway_id: "bench",
+                    body: bytes,
+                    ..Origin::default()
+                };
+                let outputs = forward::plan(&origin, &processed, &outcome, &cfg, engine.mappings());
+                std::hint::black_box(outputs);
+            }
+        });
+        let baseline = rate(messages, budget / 3, |bytes| {
+            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(bytes).ok());
+        });
+        best_pipeline = best_pipeline.max(pipeline);
+        best_baseline = best_baseline.max(baseline);
+    }
+    let mb = |per_s: f64| per_s * bytes as f64 / 1_000_000.0;
+    InProcessRow {
+        format,
+        size,
+        bytes,
+        pipeline_msgs_per_s: best_pipeline,
+        pipeline_mb_per_s: mb(best_pipeline),
+        baseline_msgs_per_s: best_baseline,
+        baseline_mb_per_s: mb(best_baseline),
+        ratio: if best_baseline > 0.0 {
+            best_pipeline / best_baseline
+        } else {
+            0.0
+        },
+    }
+}

@@ -1,0 +1,276 @@
+//! `sociogate bench`: throughput, latency and memory, each beside a baseline measured in the
+//! same run on the same machine. Absolute numbers on a shared two-core machine move from run to
+//! run; the ratios are what to compare. Method and latest results: BENCHMARKS.md.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::pipeline::Engine;
+
+pub mod broker;
+pub mod inprocess;
+pub mod workload;
+
+use workload::{Size, Spec};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Under two minutes: fewer messages, one store, one load level.
+    pub quick: bool,
+    /// Seed of the workload.
+    pub seed: u64,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// PostgreSQL URL for the PostgreSQL runs (none: SQLite only).
+    pub postgres_url: Option<String>,
+    /// Messages for the end-to-end run.
+    pub messages: usize,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Machine facts.
+    pub machine: String,
+    /// In-process rows.
+    pub in_process: Vec<inprocess::InProcessRow>,
+    /// End-to-end rows.
+    pub end_to_end: Vec<broker::EndToEndRow>,
+    /// Latency rows.
+    pub latency: Vec<broker::LatencyRow>,
+    /// Peak RSS of `serve` per message size (MB).
+    pub rss_by_size: Vec<(String, f64)>,
+    /// Errors of parts that could not run (e.g. no broker).
+    pub skipped: Vec<String>,
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!(
+        "{cpus} cpus, {model}, {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
+fn sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!(
+        "sociogate-bench-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+async fn fresh_postgres(admin: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    let name = format!(
+        "sociogate_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Runs the benchmarks.
+pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
+    let mut report = Report {
+        machine: machine(),
+        in_process: Vec::new(),
+        end_to_end: Vec::new(),
+        latency: Vec::new(),
+        rss_by_size: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let budget = Duration::from_millis(if opts.quick { 900 } else { 3_000 });
+    for (size, n) in [(Size::Plain, 200), (Size::Medium, 40), (Size::Large, 8)] {
+        let spec = Spec {
+            seed: opts.seed,
+            invalid_share: 0.1,
+            shared_patients: 0,
+            size,
+        };
+        let messages = workload::generate(spec, n);
+        report.in_process.push(inprocess::measure(
+            engine,
+            "fhir-json",
+            size.name(),
+            &messages,
+            budget,
+        ));
+    }
+
+    let valid = |size, n| {
+        workload::generate(
+            Spec {
+                seed: opts.seed,
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size,
+            },
+            n,
+        )
+    };
+    let mut stores = vec![("sqlite".to_owned(), sqlite_url())];
+    if let (Some(admin), false) = (&opts.postgres_url, opts.quick) {
+        match fresh_postgres(admin).await {
+            Ok(url) => stores.push(("postgres".to_owned(), url)),
+            Err(e) => report.skipped.push(format!("postgres: {e}")),
+        }
+    }
+    let messages = valid(Size::Plain, opts.messages);
+    let baseline = match broker::broker_baseline(&opts.amqp_url, &messages, 64).await {
+        Ok(rate) => rate,
+        Err(e) => {
+            report.skipped.push(format!("end-to-end: {e}"));
+            return report;
+        }
+    };
+    for (store, url) in &stores {
+        match broker::gateway_throughput(&opts.amqp_url, url, store, &messages).await {
+            Ok((rate, rss)) => report.end_to_end.push(broker::EndToEndRow {
+                store: store.clone(),
+                messages: messages.len(),
+                gateway_msgs_per_s: rate,
+                baseline_msgs_per_s: baseline,
+                ratio: rate / baseline,
+                peak_rss_mb: rss,
+            }),
+            Err(e) => report.skipped.push(format!("end-to-end {store}: {e}")),
+        }
+    }
+    let rates: &[u32] = if opts.quick {
+        &[200]
+    } else {
+        &[200, 500, 1_000]
+    };
+    let seconds = if opts.quick { 5 } else { 15 };
+    for (store, _) in &stores {
+        for &rate in rates {
+            // A fresh database per load level, so each starts from the same state.
+            let url = if store == "postgres" {
+                match &opts.postgres_url {
+                    Some(admin) => match fresh_postgres(admin).await {
+                        Ok(u) => u,
+                        Err(e) => {
+                            report.skipped.push(format!("latency postgres: {e}"));
+                            continue;
+                        }
+                    },
+                    None => continue,
+                }
+            } else {
+                sqlite_url()
+            };
+            let spec = Spec {
+                seed: opts.seed ^ u64::from(rate),
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size: Size::Plain,
+            };
+            let load = workload::generate(spec, rate as usize * seconds);
+            match broker::latency(&opts.amqp_url, &url, store, &load, rate).await {
+                Ok(row) => report.latency.push(row),
+                Err(e) => report
+                    .skipped
+                    .push(format!("latency {store} {rate}/s: {e}")),
+            }
+        }
+    }
+    let sizes: &[(Size, usize)] = if opts.quick {
+        &[(Size::Plain, 500), (Size::Large, 100)]
+    } else {
+        &[
+            (Size::Plain, 2_000),
+            (Size::Medium, 1_000),
+            (Size::Large, 300),
+        ]
+    };
+    for &(size, n) in sizes {
+        match broker::gateway_throughput(&opts.amqp_url, &sqlite_url(), "sqlite", &valid(size, n))
+            .await
+        {
+            Ok((_, rss)) => report
+                .rss_by_size
+                .push((format!("{} x {n}", size.name()), rss)),
+            Err(e) => report.skipped.push(format!("rss {}: {e}", size.name())),
+        }
+    }
+    report
+}
+
+/// The human table.
+pub fn table(report: &Report) -> String {
+    let mut out = format!(
+        "machine: {}\n\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value>\n",
+        report.machine
+    );
+    out.push_str(
+        "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio\n",
+    );
+    for r in &report.in_process {
+        out.push_str(&format!(
+            "{:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}\n",
+            r.format,
+            r.size,
+            r.bytes,
+            r.pipeline_msgs_per_s,
+            r.pipeline_mb_per_s,
+            r.baseline_msgs_per_s,
+            r.baseline_mb_per_s,
+            r.ratio
+        ));
+    }
+    out.push_str("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks); baseline = same messages relayed twice without processing\n");
+    out.push_str("store      messages  gateway msg/s  baseline msg/s  ratio  peak RSS MB\n");
+    for r in &report.end_to_end {
+        out.push_str(&format!(
+            "{:<10} {:>8}  {:>13.0}  {:>14.0}  {:>5.2}  {:>11.1}\n",
+            r.store,
+            r.messages,
+            r.gateway_msgs_per_s,
+            r.baseline_msgs_per_s,
+            r.ratio,
+            r.peak_rss_mb
+        ));
+    }
+    out.push_str("\nLatency, open loop, scheduled send -> provider output (ms)\n");
+    out.push_str("store      offered/s  messages     p50     p95     p99     max  peak RSS MB\n");
+    for r in &report.latency {
+        out.push_str(&format!(
+            "{:<10} {:>9}  {:>8}  {:>6.1}  {:>6.1}  {:>6.1}  {:>6.1}  {:>11.1}\n",
+            r.store,
+            r.offered_per_s,
+            r.messages,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.peak_rss_mb
+        ));
+    }
+    out.push_str("\nPeak RSS of serve by message size\n");
+    for (what, mb) in &report.rss_by_size {
+        out.push_str(&format!("{what:<16} {mb:>8.1} MB\n"));
+    }
+    for s in &report.skipped {
+        out.push_str(&format!("\nskipped: {s}\n"));
+    }
+    out
+}
