@@ -54,6 +54,7 @@ pub struct Mappings {
     parameters: BTreeMap<Jurisdiction, serde_json::Value>,
     profile_prefixes: Vec<(String, Jurisdiction)>,
     non_disclosure: NonDisclosure,
+    claim_products: BTreeMap<Jurisdiction, ClaimProduct>,
 }
 
 /// What a non-disclosure label withholds from outputs (`mappings/common/non-disclosure.json`).
@@ -65,6 +66,22 @@ pub struct NonDisclosure {
     pub elements: Vec<String>,
     /// Extensions removed from those resources, by URL.
     pub extension_urls: Vec<String>,
+}
+
+/// What the insurer's preauthorization Claim asks for in one jurisdiction (`claim` in
+/// `mappings/<j>/parameters.json`): the funding model of that country.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClaimProduct {
+    /// Code system of the product or service.
+    pub product_system: String,
+    /// Code.
+    pub product_code: String,
+    /// Display.
+    pub product_display: String,
+    /// `units` (requested units) or `days` (stay days over the requested period).
+    pub quantity: String,
+    /// Why this is the product, for the insurer's reader.
+    pub note: String,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +111,7 @@ impl Mappings {
         let mut parameters = BTreeMap::new();
         let mut profile_prefixes = Vec::new();
         let mut non_disclosure = NonDisclosure::default();
+        let mut claim_products = BTreeMap::new();
 
         let mut dirs: Vec<PathBuf> = read_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
         dirs.sort();
@@ -154,6 +172,10 @@ impl Mappings {
                             path.display()
                         ))
                     })?;
+                    if let Some(claim) = value.get("claim") {
+                        let product = ClaimProduct::deserialize(claim).map_err(parse_err)?;
+                        claim_products.insert(jurisdiction, product);
+                    }
                     parameters.insert(jurisdiction, value);
                 }
             }
@@ -166,6 +188,7 @@ impl Mappings {
             parameters,
             profile_prefixes,
             non_disclosure,
+            claim_products,
         };
         mappings.validate()?;
         Ok(mappings)
@@ -243,6 +266,11 @@ impl Mappings {
             .iter()
             .find(|(prefix, _)| profile.starts_with(prefix.as_str()))
             .map(|(_, j)| *j)
+    }
+
+    /// What the insurer's Claim asks for in `jurisdiction`.
+    pub fn claim_product(&self, jurisdiction: Jurisdiction) -> Option<&ClaimProduct> {
+        self.claim_products.get(&jurisdiction)
     }
 
     /// What a non-disclosure label withholds.

@@ -328,6 +328,17 @@ fn normalise_eols(text: Cow<'_, str>) -> Cow<'_, str> {
     Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
+/// The index of `uri` in `namespaces`, added when new (documents use a handful).
+fn intern(namespaces: &mut Vec<String>, uri: &str) -> NsId {
+    match namespaces.iter().position(|n| n == uri) {
+        Some(id) => id,
+        None => {
+            namespaces.push(uri.to_owned());
+            namespaces.len() - 1
+        }
+    }
+}
+
 /// A namespace seen in the document, interned per reader (compare with [`Reader::namespace`]).
 pub type NsId = usize;
 
@@ -445,16 +456,6 @@ impl<'a> Reader<'a> {
         malformed(self.text, offset, message)
     }
 
-    fn intern(&mut self, uri: &str) -> NsId {
-        match self.namespaces.iter().position(|n| n == uri) {
-            Some(id) => id,
-            None => {
-                self.namespaces.push(uri.to_owned());
-                self.namespaces.len() - 1
-            }
-        }
-    }
-
     /// `s` as a slice of the input with the input's lifetime, if it is one.
     fn reborrow(&self, s: &str) -> Option<&'a str> {
         let base = self.text.as_ptr() as usize;
@@ -472,14 +473,19 @@ impl<'a> Reader<'a> {
             return Ok((self.pending_ns.take(), event, self.pending_offset));
         }
         let start = self.position();
-        let (resolved, event) = match self.inner.read_resolved_event() {
+        let (ns, event) = match self.inner.read_resolved_event() {
             Ok((resolved, event)) => {
-                let resolved = match resolved {
-                    ResolveResult::Bound(ns) => Ok(Some(ns.into_inner().to_owned())),
-                    ResolveResult::Unbound => Ok(None),
-                    ResolveResult::Unknown(prefix) => Err(prefix),
+                let is_start = matches!(event, Event::Start(_) | Event::Empty(_));
+                let ns = match resolved {
+                    // Interned without a copy per element: the resolver and the table are
+                    // different fields.
+                    ResolveResult::Bound(ns) if is_start => {
+                        Ok(Some(intern(&mut self.namespaces, ns.into_inner())))
+                    }
+                    ResolveResult::Unknown(prefix) if is_start => Err(prefix),
+                    _ => Ok(None),
                 };
-                (resolved, event)
+                (ns, event)
             }
             Err(e) => {
                 let at = usize::try_from(self.inner.error_position()).unwrap_or(0);
@@ -491,16 +497,12 @@ impl<'a> Reader<'a> {
                 });
             }
         };
-        let ns = match (&event, resolved) {
-            (Event::Start(_) | Event::Empty(_), Err(prefix)) => {
-                return Err(self.error_at(
-                    start,
-                    &format!("namespace prefix {prefix}: is not declared"),
-                ));
-            }
-            (Event::Start(_) | Event::Empty(_), Ok(Some(uri))) => Some(self.intern(&uri)),
-            _ => None,
-        };
+        let ns = ns.map_err(|prefix| {
+            self.error_at(
+                start,
+                &format!("namespace prefix {prefix}: is not declared"),
+            )
+        })?;
         Ok((ns, event, start))
     }
 
@@ -652,7 +654,7 @@ impl<'a> Reader<'a> {
             }
             let (resolved, local) = self.inner.resolver().resolve_attribute(key);
             let attr_ns = match resolved {
-                ResolveResult::Bound(ns) => Some(ns.into_inner().to_owned()),
+                ResolveResult::Bound(ns) => Some(intern(&mut self.namespaces, ns.into_inner())),
                 ResolveResult::Unbound => None,
                 ResolveResult::Unknown(prefix) => {
                     return Err(self.error_at(
@@ -662,7 +664,6 @@ impl<'a> Reader<'a> {
                 }
             };
             let local: &'a str = local.into_inner();
-            let attr_ns = attr_ns.map(|uri| self.intern(&uri));
             let value = match attr.value {
                 Cow::Borrowed(raw) => attribute_value(raw),
                 Cow::Owned(raw) => attribute_value(&raw).map(|v| Cow::Owned(v.into_owned())),

@@ -45,16 +45,23 @@ pub fn to_fhir_xml(value: &Value) -> Result<String, EncodeError> {
         meta,
         out: &mut out,
         buf: String::new(),
+        depth: 0,
     };
     writer.resource(value, true)?;
     Ok(out)
 }
+
+/// Deepest element nesting written (the writer recurses once per level; a `Value` parsed by
+/// serde_json nests at most 128 levels, one built in code is held to this).
+const MAX_DEPTH: usize = 256;
 
 struct Writer<'o> {
     meta: &'static Metadata,
     out: &'o mut String,
     /// Reused for metadata look-ups.
     buf: String,
+    /// Current element nesting.
+    depth: usize,
 }
 
 /// One element to write: its definition and the JSON value(s) for it.
@@ -98,6 +105,23 @@ impl Writer<'_> {
     /// the `value` of derived primitives such as positiveInt as a string; the caller has already
     /// written it in its lexical form).
     fn element<'v>(
+        &mut self,
+        name: &str,
+        ctx: Ctx<'static>,
+        fields: impl Iterator<Item = (&'v str, &'v Value)>,
+        namespace: Option<&str>,
+        value_kind: Option<Kind>,
+    ) -> Result<(), EncodeError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(invalid(ctx.path, "the resource nests too deeply"));
+        }
+        self.depth += 1;
+        let written = self.element_at_depth(name, ctx, fields, namespace, value_kind);
+        self.depth -= 1;
+        written
+    }
+
+    fn element_at_depth<'v>(
         &mut self,
         name: &str,
         ctx: Ctx<'static>,

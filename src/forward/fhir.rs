@@ -2,7 +2,13 @@
 //! (fhir-sdk's model drops unknown elements, so nothing is re-serialised from it); only the
 //! gateway's own resources (MessageHeader, Task, Claim) are built here.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use crate::mappings::{ClaimProduct, NonDisclosure};
 
 use crate::check::Verdict;
 use crate::model::{IdentifierKind, Referral};
@@ -34,40 +40,151 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-/// The original entries worth forwarding, with their fullUrls (generated where missing).
-fn original_entries(gateway_id: &str, original: &Value) -> Vec<(String, Value)> {
+/// One resource of the inbound message, forwarded exactly as the sender wrote it (fhir-sdk's
+/// typed model drops unknown elements, so nothing is re-serialised from it).
+#[derive(Debug, Clone)]
+pub struct Forwarded<'a> {
+    /// fullUrl in the inbound Bundle (generated where the sender gave none).
+    pub full_url: String,
+    /// resourceType.
+    pub resource_type: String,
+    /// The resource's JSON text.
+    pub json: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Cow<'a, str>,
+    #[serde(default, borrow)]
+    entry: Vec<RawEntry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawEntry<'a> {
+    #[serde(rename = "fullUrl", default, borrow)]
+    full_url: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    resource: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Cow<'a, str>,
+}
+
+/// The inbound resources worth forwarding. With `redaction`, the resources it names are
+/// parsed, stripped and written again; all others stay byte for byte.
+pub fn forwarded_entries<'a>(
+    gateway_id: &str,
+    body: &'a [u8],
+    redaction: Option<&NonDisclosure>,
+) -> Vec<Forwarded<'a>> {
+    let body = crate::decode::strip_bom(body);
     let mut out = Vec::new();
-    match original.get("resourceType").and_then(Value::as_str) {
-        Some("Bundle") => {
-            for (n, entry) in original["entry"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
+    let Ok(message) = serde_json::from_slice::<RawMessage<'a>>(body) else {
+        return out;
+    };
+    let mut push = |full_url: String, raw: &'a RawValue| {
+        let Ok(head) = serde_json::from_str::<Head<'_>>(raw.get()) else {
+            return;
+        };
+        if !FORWARDED.contains(&head.resource_type.as_ref()) {
+            return;
+        }
+        let mut json = Cow::Borrowed(raw.get());
+        if let Some(rules) = redaction {
+            // Only parse what might hold withheld data (the resource itself or a contained one).
+            if rules
+                .resource_types
+                .iter()
+                .any(|t| raw.get().contains(&format!("\"{t}\"")))
             {
-                let resource = &entry["resource"];
-                let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
-                    continue;
-                };
-                if !FORWARDED.contains(&rt) {
-                    continue;
+                if let Ok(mut value) = serde_json::from_str::<Value>(raw.get()) {
+                    super::redact(&mut value, rules);
+                    json = Cow::Owned(value.to_string());
                 }
-                let full_url = entry.get("fullUrl").and_then(Value::as_str).map_or_else(
-                    || format!("urn:uuid:{}", derived_uuid(gateway_id, n)),
-                    str::to_owned,
-                );
-                out.push((full_url, resource.clone()));
             }
         }
-        Some("ServiceRequest") => {
-            out.push((
-                format!("urn:uuid:{}", derived_uuid(gateway_id, 0)),
-                original.clone(),
-            ));
+        out.push(Forwarded {
+            full_url,
+            resource_type: head.resource_type.into_owned(),
+            json,
+        });
+    };
+    match message.resource_type.as_ref() {
+        "Bundle" => {
+            for (n, entry) in message.entry.iter().enumerate() {
+                let Some(raw) = entry.resource else { continue };
+                let full_url = entry.full_url.as_ref().map_or_else(
+                    || format!("urn:uuid:{}", derived_uuid(gateway_id, n)),
+                    |u| u.to_string(),
+                );
+                push(full_url, raw);
+            }
+        }
+        "ServiceRequest" => {
+            if let Ok(raw) = serde_json::from_slice::<&'a RawValue>(body) {
+                push(format!("urn:uuid:{}", derived_uuid(gateway_id, 0)), raw);
+            }
         }
         _ => {}
     }
     out
+}
+
+/// A Bundle of type message: the gateway's own entries, then the forwarded ones as they were.
+fn message_bundle(
+    identifier: &str,
+    own: Vec<(String, Value)>,
+    forwarded: &[Forwarded<'_>],
+) -> String {
+    let head = json!({
+        "resourceType": "Bundle",
+        "identifier": { "system": REFERRAL_ID_SYSTEM, "value": identifier },
+        "type": "message",
+        "timestamp": now(),
+    })
+    .to_string();
+    let mut out = String::with_capacity(
+        head.len() + forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 2048,
+    );
+    // `head` is an object: reopen it to append the entries.
+    out.push_str(&head[..head.len() - 1]);
+    out.push_str(",\"entry\":[");
+    let mut first = true;
+    for (url, resource) in own {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&json!({ "fullUrl": url, "resource": resource }).to_string());
+    }
+    for f in forwarded {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"fullUrl\":");
+        out.push_str(&Value::String(f.full_url.clone()).to_string());
+        out.push_str(",\"resource\":");
+        out.push_str(&f.json);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The references of the ServiceRequest the Task repeats.
+#[derive(Deserialize, Default)]
+struct RequestRefs {
+    #[serde(default)]
+    subject: Option<Value>,
+    #[serde(default)]
+    requester: Option<Value>,
+    #[serde(default)]
+    performer: Vec<Value>,
 }
 
 /// A stable UUID for the n-th generated fullUrl of a message.
@@ -78,15 +195,11 @@ fn derived_uuid(gateway_id: &str, n: usize) -> uuid::Uuid {
     )
 }
 
-fn entry(full_url: &str, resource: Value) -> Value {
-    json!({ "fullUrl": full_url, "resource": resource })
-}
-
-fn service_request_url(entries: &[(String, Value)]) -> Option<String> {
+fn service_request_url(entries: &[Forwarded<'_>]) -> Option<String> {
     entries
         .iter()
-        .find(|(_, r)| r["resourceType"] == "ServiceRequest")
-        .map(|(u, _)| u.clone())
+        .find(|f| f.resource_type == "ServiceRequest")
+        .map(|f| f.full_url.clone())
 }
 
 fn identifier_json(referral: &Referral, kinds: &[IdentifierKind]) -> Option<Value> {
@@ -99,15 +212,15 @@ fn identifier_json(referral: &Referral, kinds: &[IdentifierKind]) -> Option<Valu
 
 /// FHIR message Bundle for providers: MessageHeader `referral-validated`, a Task with status
 /// `ready`, and the sender's ServiceRequest, Patient, Practitioner, Condition, Coverage, ...
-pub fn provider_bundle(gateway_id: &str, original: &Value) -> Value {
-    let entries = original_entries(gateway_id, original);
-    let sr_url = service_request_url(&entries);
+pub fn provider_bundle(gateway_id: &str, entries: &[Forwarded<'_>]) -> String {
+    let sr_url = service_request_url(entries);
     let task_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 10_000));
     let header_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 10_001));
-    let sr = entries
+    let refs: RequestRefs = entries
         .iter()
-        .find(|(_, r)| r["resourceType"] == "ServiceRequest")
-        .map(|(_, r)| r);
+        .find(|f| f.resource_type == "ServiceRequest")
+        .and_then(|f| serde_json::from_str(&f.json).ok())
+        .unwrap_or_default();
     let mut task = Map::new();
     task.insert("resourceType".into(), json!("Task"));
     task.insert(
@@ -124,17 +237,14 @@ pub fn provider_bundle(gateway_id: &str, original: &Value) -> Value {
         task.insert("focus".into(), json!({ "reference": url }));
         task.insert("basedOn".into(), json!([{ "reference": url }]));
     }
-    if let Some(subject) = sr.and_then(|r| r.get("subject")) {
-        task.insert("for".into(), subject.clone());
+    if let Some(subject) = refs.subject {
+        task.insert("for".into(), subject);
     }
-    if let Some(requester) = sr.and_then(|r| r.get("requester")) {
-        task.insert("requester".into(), requester.clone());
+    if let Some(requester) = refs.requester {
+        task.insert("requester".into(), requester);
     }
-    if let Some(owner) = sr
-        .and_then(|r| r["performer"].as_array())
-        .and_then(|p| p.first())
-    {
-        task.insert("owner".into(), owner.clone());
+    if let Some(owner) = refs.performer.into_iter().next() {
+        task.insert("owner".into(), owner);
     }
     task.insert("authoredOn".into(), json!(now()));
     let mut header = json!({
@@ -146,34 +256,11 @@ pub fn provider_bundle(gateway_id: &str, original: &Value) -> Value {
     if let (Some(url), Some(focus)) = (&sr_url, header["focus"].as_array_mut()) {
         focus.push(json!({ "reference": url }));
     }
-    let mut all = vec![
-        entry(&header_url, header),
-        entry(&task_url, Value::Object(task)),
-    ];
-    all.extend(entries.into_iter().map(|(u, r)| entry(&u, r)));
-    json!({
-        "resourceType": "Bundle",
-        "identifier": { "system": REFERRAL_ID_SYSTEM, "value": format!("{gateway_id}/provider") },
-        "type": "message",
-        "timestamp": now(),
-        "entry": all,
-    })
-}
-
-/// What the Claim asks for, per jurisdiction (`claim` in `mappings/<j>/parameters.json`): the
-/// funding model of each country.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ClaimProduct {
-    /// Code system of the product or service.
-    pub product_system: String,
-    /// Code.
-    pub product_code: String,
-    /// Display.
-    pub product_display: String,
-    /// `units` (requested units) or `days` (stay days over the requested period).
-    pub quantity: String,
-    /// Why this is the product, for the insurer's reader.
-    pub note: String,
+    message_bundle(
+        &format!("{gateway_id}/provider"),
+        vec![(header_url, header), (task_url, Value::Object(task))],
+        entries,
+    )
 }
 
 /// FHIR message Bundle for the insurer: a Claim with `use = preauthorization` that references
@@ -181,21 +268,20 @@ pub struct ClaimProduct {
 pub fn preauthorization_bundle(
     gateway_id: &str,
     referral: &Referral,
-    original: &Value,
+    entries: &[Forwarded<'_>],
     product: Option<&ClaimProduct>,
-) -> Value {
-    let entries = original_entries(gateway_id, original);
-    let sr_url = service_request_url(&entries);
+) -> String {
+    let sr_url = service_request_url(entries);
     let claim_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 20_000));
     let header_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 20_001));
-    let coverage_url = entries
-        .iter()
-        .find(|(_, r)| r["resourceType"] == "Coverage")
-        .map(|(u, _)| u.clone());
-    let patient_url = entries
-        .iter()
-        .find(|(_, r)| r["resourceType"] == "Patient")
-        .map(|(u, _)| u.clone());
+    let url_of = |rt: &str| {
+        entries
+            .iter()
+            .find(|f| f.resource_type == rt)
+            .map(|f| f.full_url.clone())
+    };
+    let coverage_url = url_of("Coverage");
+    let patient_url = url_of("Patient");
 
     let patient = match (
         &patient_url,
@@ -334,15 +420,11 @@ pub fn preauthorization_bundle(
         "source": { "name": "sociogate", "endpoint": "urn:sociogate" },
         "focus": [{ "reference": claim_url }],
     });
-    let mut all = vec![entry(&header_url, header), entry(&claim_url, claim)];
-    all.extend(entries.into_iter().map(|(u, r)| entry(&u, r)));
-    json!({
-        "resourceType": "Bundle",
-        "identifier": { "system": REFERRAL_ID_SYSTEM, "value": format!("{gateway_id}/insurer") },
-        "type": "message",
-        "timestamp": now(),
-        "entry": all,
-    })
+    message_bundle(
+        &format!("{gateway_id}/insurer"),
+        vec![(header_url, header), (claim_url, claim)],
+        entries,
+    )
 }
 
 /// The answer to the sender: a message Bundle whose MessageHeader.response says `ok` or
@@ -375,7 +457,10 @@ pub fn response_bundle(
         "identifier": { "system": REFERRAL_ID_SYSTEM, "value": format!("{gateway_id}/response") },
         "type": "message",
         "timestamp": now(),
-        "entry": [entry(&header_url, header), entry(&outcome_url, outcome.clone())],
+        "entry": [
+            { "fullUrl": header_url, "resource": header },
+            { "fullUrl": outcome_url, "resource": outcome },
+        ],
     })
 }
 

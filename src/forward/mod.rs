@@ -70,13 +70,15 @@ pub fn plan(
 
     match (processed.verdict, &processed.referral) {
         (Verdict::Accepted, Some(referral)) => {
-            let mut original =
-                serde_json::from_slice::<Value>(crate::decode::strip_bom(origin.body))
-                    .unwrap_or(Value::Null);
             // Non-disclosure (e.g. turvakielto): no recipient gets address or contact details.
+            let non_disclosure = referral.patient.as_ref().is_some_and(|p| p.non_disclosure);
+            let entries = fhir::forwarded_entries(
+                origin.gateway_id,
+                origin.body,
+                non_disclosure.then(|| mappings.non_disclosure()),
+            );
             let mut referral = referral.clone();
-            if referral.patient.as_ref().is_some_and(|p| p.non_disclosure) {
-                redact(&mut original, mappings.non_disclosure());
+            if non_disclosure {
                 if let Some(patient) = referral.patient.as_mut() {
                     patient.address = None;
                 }
@@ -84,10 +86,7 @@ pub fn plan(
             let referral = &referral;
             let product = referral
                 .jurisdiction
-                .and_then(|j| mappings.parameters(j))
-                .and_then(|p| {
-                    serde_json::from_value::<fhir::ClaimProduct>(p["claim"].clone()).ok()
-                });
+                .and_then(|j| mappings.claim_product(j));
             let provider_key = provider_routing_key(referral);
             out.push(NewOutbound {
                 kind: "provider".to_owned(),
@@ -96,9 +95,7 @@ pub fn plan(
                 content_type: FHIR_JSON.to_owned(),
                 correlation_id: correlation.clone(),
                 headers: headers_json(&[("x-sociogate-event", "referral-validated".to_owned())]),
-                body: fhir::provider_bundle(origin.gateway_id, &original)
-                    .to_string()
-                    .into_bytes(),
+                body: fhir::provider_bundle(origin.gateway_id, &entries).into_bytes(),
             });
             if cfg.publish_canonical {
                 out.push(NewOutbound {
@@ -124,14 +121,8 @@ pub fn plan(
                     "x-sociogate-event",
                     "preauthorization-request".to_owned(),
                 )]),
-                body: fhir::preauthorization_bundle(
-                    origin.gateway_id,
-                    referral,
-                    &original,
-                    product.as_ref(),
-                )
-                .to_string()
-                .into_bytes(),
+                body: fhir::preauthorization_bundle(origin.gateway_id, referral, &entries, product)
+                    .into_bytes(),
             });
         }
         (Verdict::Accepted | Verdict::Rejected, referral) => {
