@@ -100,11 +100,10 @@ pub fn forwarded_entries<'a>(
                 .resource_types
                 .iter()
                 .any(|t| raw.get().contains(&format!("\"{t}\"")))
+                && let Ok(mut value) = serde_json::from_str::<Value>(raw.get())
             {
-                if let Ok(mut value) = serde_json::from_str::<Value>(raw.get()) {
-                    super::redact(&mut value, rules);
-                    json = Cow::Owned(value.to_string());
-                }
+                super::redact(&mut value, rules);
+                json = Cow::Owned(value.to_string());
             }
         }
         out.push(Forwarded {

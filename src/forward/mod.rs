@@ -78,10 +78,8 @@ pub fn plan(
                 non_disclosure.then(|| mappings.non_disclosure()),
             );
             let mut referral = referral.clone();
-            if non_disclosure {
-                if let Some(patient) = referral.patient.as_mut() {
-                    patient.address = None;
-                }
+            if non_disclosure && let Some(patient) = referral.patient.as_mut() {
+                patient.address = None;
             }
             let referral = &referral;
             let product = referral
