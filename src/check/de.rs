@@ -220,10 +220,7 @@ impl Run<'_> {
             let issue = self.issue("DE-RQ-01");
             self.push(issue);
         }
-        let period_ok = r.requested_period.is_some_and(|p| match (p.start, p.end) {
-            (Some(s), Some(e)) => s <= e,
-            _ => false,
-        });
+        let period_ok = super::period_is_valid(r, false);
         if !period_ok {
             let issue = self.issue("DE-RQ-02");
             self.push(issue);

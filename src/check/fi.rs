@@ -95,13 +95,7 @@ impl FiRulePack {
 
         // Period
         let start = referral.requested_period.and_then(|p| p.start);
-        let period_ok = referral
-            .requested_period
-            .is_some_and(|p| match (p.start, p.end) {
-                (Some(s), Some(e)) => s <= e,
-                (Some(_), None) => true,
-                _ => false,
-            });
+        let period_ok = super::period_is_valid(referral, true);
         if !period_ok {
             issues.push(issue("FI-RQ-01"));
         }

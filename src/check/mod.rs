@@ -141,6 +141,18 @@ impl Issue {
     }
 }
 
+/// Whether the requested period has a start and does not end before it (an open end is
+/// allowed when `open_end_ok`).
+pub fn period_is_valid(referral: &Referral, open_end_ok: bool) -> bool {
+    referral
+        .requested_period
+        .is_some_and(|p| match (p.start, p.end) {
+            (Some(s), Some(e)) => s <= e,
+            (Some(_), None) => open_end_ok,
+            _ => false,
+        })
+}
+
 /// The decision on one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

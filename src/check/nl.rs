@@ -104,13 +104,7 @@ impl NlRulePack {
         }
 
         // Period
-        let period_ok = referral
-            .requested_period
-            .is_some_and(|p| match (p.start, p.end) {
-                (Some(s), Some(e)) => s <= e,
-                (Some(_), None) => true,
-                _ => false,
-            });
+        let period_ok = super::period_is_valid(referral, true);
         if !period_ok {
             issues.push(issue("NL-RQ-01"));
         }

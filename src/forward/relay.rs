@@ -21,7 +21,7 @@ pub async fn declare_topology(
     cfg: &crate::config::AmqpConfig,
 ) -> Result<(), lapin::Error> {
     use lapin::ExchangeKind;
-    use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+    use lapin::options::ExchangeDeclareOptions;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -40,21 +40,7 @@ pub async fn declare_topology(
             )
             .await?;
     }
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            cfg.dead_letter_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
+    crate::intake::amqp::declare_quorum_queue(channel, &cfg.dead_letter_queue).await?;
     Ok(())
 }
 

@@ -21,8 +21,8 @@ use crate::config::AmqpConfig;
 use crate::pipeline::gateway::{Envelope, Gateway};
 use crate::telemetry;
 
-/// Declares the inbound quorum queue.
-pub async fn declare_inbound(channel: &Channel, cfg: &AmqpConfig) -> Result<(), lapin::Error> {
+/// Declares a durable quorum queue (the inbound queue and the dead-letter queue are both).
+pub async fn declare_quorum_queue(channel: &Channel, name: &str) -> Result<(), lapin::Error> {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -30,7 +30,7 @@ pub async fn declare_inbound(channel: &Channel, cfg: &AmqpConfig) -> Result<(), 
     );
     channel
         .queue_declare(
-            cfg.inbound_queue.as_str().into(),
+            name.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
@@ -199,7 +199,7 @@ pub async fn run(
     channel
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
-    declare_inbound(&channel, &cfg).await?;
+    declare_quorum_queue(&channel, &cfg.inbound_queue).await?;
     crate::forward::relay::declare_topology(&channel, &cfg).await?;
     channel
         .basic_qos(cfg.prefetch, BasicQosOptions::default())

@@ -38,6 +38,28 @@ pub struct Envelope {
     pub jurisdiction: Option<crate::model::Jurisdiction>,
 }
 
+/// The row of an inbound message before its verdict.
+fn new_message<'a>(
+    envelope: &'a Envelope,
+    gateway_id: &'a str,
+    idempotency_key: &'a str,
+    headers: &'a str,
+    sha256: &'a str,
+) -> NewMessage<'a> {
+    NewMessage {
+        id: gateway_id,
+        idempotency_key,
+        channel: envelope.channel,
+        content_type: envelope.content_type.as_deref(),
+        message_id: envelope.message_id.as_deref(),
+        correlation_id: envelope.correlation_id.as_deref(),
+        reply_to: envelope.reply_to.as_deref(),
+        headers,
+        sha256,
+        body: &envelope.body,
+    }
+}
+
 /// What happened to one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handled {
@@ -145,18 +167,13 @@ impl Gateway {
         let mut tx = self.store.begin().await?;
         let headers = envelope.headers.to_string();
         let inserted = tx
-            .insert_message(&NewMessage {
-                id: &gateway_id,
-                idempotency_key: &idempotency_key,
-                channel: envelope.channel,
-                content_type: envelope.content_type.as_deref(),
-                message_id: envelope.message_id.as_deref(),
-                correlation_id: envelope.correlation_id.as_deref(),
-                reply_to: envelope.reply_to.as_deref(),
-                headers: &headers,
-                sha256: &sha256,
-                body: &envelope.body,
-            })
+            .insert_message(&new_message(
+                envelope,
+                &gateway_id,
+                &idempotency_key,
+                &headers,
+                &sha256,
+            ))
             .await?;
         if let Inserted::Duplicate(seen) = inserted {
             // Nothing new to write; the first delivery's outputs stand.
@@ -268,18 +285,7 @@ impl Gateway {
         let mut tx = self.store.begin().await?;
         let headers = envelope.headers.to_string();
         let inserted = tx
-            .insert_message(&NewMessage {
-                id: &gateway_id,
-                idempotency_key: &key,
-                channel: envelope.channel,
-                content_type: envelope.content_type.as_deref(),
-                message_id: envelope.message_id.as_deref(),
-                correlation_id: envelope.correlation_id.as_deref(),
-                reply_to: envelope.reply_to.as_deref(),
-                headers: &headers,
-                sha256: &sha256,
-                body: &envelope.body,
-            })
+            .insert_message(&new_message(envelope, &gateway_id, &key, &headers, &sha256))
             .await?;
         if let Inserted::Duplicate(seen) = inserted {
             return Ok(seen.id);
