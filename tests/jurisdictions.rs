@@ -849,3 +849,36 @@ fn dutch_and_finnish_rules_are_all_in_the_catalogue() {
         assert!(engine.mappings().rules().get(code).is_some(), "{code}");
     }
 }
+
+/// Every example referral gives the same verdict and rule codes as FHIR XML as it does as JSON
+/// (the XML twin is written by the gateway's own FHIR XML encoder).
+#[test]
+fn every_example_gives_the_same_verdict_as_fhir_xml() {
+    let engine = common::engine();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let mut compared = 0;
+    for path in names
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let json = std::fs::read(path).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+        let xml = sociogate::encode::fhir_xml::to_fhir_xml(&value)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        let from_json = common::process(&engine, &json);
+        let from_xml = common::process(&engine, xml.as_bytes());
+        let codes = |p: &sociogate::pipeline::Processed| {
+            let mut c: Vec<String> = p.issues.iter().map(|i| i.code.clone()).collect();
+            c.sort();
+            c
+        };
+        assert_eq!(from_xml.verdict, from_json.verdict, "{}", path.display());
+        assert_eq!(codes(&from_xml), codes(&from_json), "{}", path.display());
+        compared += 1;
+    }
+    assert!(compared >= 24, "compared {compared} examples");
+}
