@@ -57,6 +57,9 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// Also publish the canonical JSON beside the FHIR Bundle for providers.
     pub publish_canonical: bool,
+    /// Routing-key prefixes of subscribers that want FHIR XML (`application/fhir+xml`) instead
+    /// of JSON, e.g. `provider.461782031` or `payer.109519005`.
+    pub xml_subscribers: Vec<String>,
     /// Fix the jurisdiction of everything on the inbound queue (`DE`, `NL`, `FI`) instead of
     /// detecting it from identifiers and profiles.
     pub jurisdiction: Option<crate::model::Jurisdiction>,
@@ -122,6 +125,7 @@ impl Default for AmqpConfig {
             rejected_exchange: "sociogate.rejected".to_owned(),
             dead_letter_queue: "sociogate.dead-letter".to_owned(),
             publish_canonical: true,
+            xml_subscribers: Vec::new(),
             jurisdiction: None,
         }
     }

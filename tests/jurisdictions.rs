@@ -882,3 +882,44 @@ fn every_example_gives_the_same_verdict_as_fhir_xml() {
     }
     assert!(compared >= 24, "compared {compared} examples");
 }
+
+/// A subscriber listed in `amqp.xml_subscribers` gets FHIR XML; everyone else keeps JSON.
+#[test]
+fn xml_subscribers_get_fhir_xml_and_others_json() {
+    let engine = common::engine();
+    let body = common::read("examples/de-first-prescription-message.json");
+    let processed = common::process(&engine, &body);
+    let outcome = engine.outcome(&processed, "en").to_json();
+    let mut cfg = sociogate::config::Config::default().amqp;
+    cfg.xml_subscribers = vec!["payer.109519005".to_owned()];
+    let origin = sociogate::forward::Origin {
+        gateway_id: "g-1",
+        body: &body,
+        ..Default::default()
+    };
+    let out = sociogate::forward::plan(&origin, &processed, &outcome, &cfg, engine.mappings());
+    let insurer = out
+        .iter()
+        .find(|o| o.kind == "insurer")
+        .unwrap_or_else(|| panic!("no insurer output"));
+    assert_eq!(insurer.content_type, "application/fhir+xml");
+    let xml = String::from_utf8_lossy(&insurer.body);
+    assert!(
+        xml.contains("<Bundle xmlns=\"http://hl7.org/fhir\""),
+        "{}",
+        &xml[..xml.len().min(200)]
+    );
+    assert!(xml.contains("<use value=\"preauthorization\"/>"));
+    // The XML decodes back through the gateway's own XML intake.
+    let decoded = sociogate::decode::decode(
+        xml.as_bytes(),
+        Some("application/fhir+xml"),
+        &sociogate::decode::Limits::default(),
+    );
+    assert!(decoded.is_ok(), "{:?}", decoded.err());
+    let provider = out
+        .iter()
+        .find(|o| o.kind == "provider")
+        .unwrap_or_else(|| panic!("no provider output"));
+    assert_eq!(provider.content_type, "application/fhir+json");
+}

@@ -19,6 +19,8 @@ pub mod relay;
 
 /// Content type of FHIR JSON.
 pub const FHIR_JSON: &str = "application/fhir+json";
+/// Content type of FHIR XML.
+pub const FHIR_XML: &str = "application/fhir+xml";
 
 /// What the sender told the transport about the message.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +181,30 @@ pub fn plan(
             .into_bytes(),
         });
     }
+    apply_xml_preferences(&mut out, cfg);
     out
+}
+
+/// Converts the FHIR JSON outputs for subscribers that asked for FHIR XML.
+fn apply_xml_preferences(out: &mut [NewOutbound], cfg: &AmqpConfig) {
+    for o in out.iter_mut() {
+        let wants_xml = o.content_type == FHIR_JSON
+            && cfg
+                .xml_subscribers
+                .iter()
+                .any(|p| o.routing_key.starts_with(p.as_str()));
+        if !wants_xml {
+            continue;
+        }
+        let xml = serde_json::from_slice::<Value>(&o.body)
+            .ok()
+            .and_then(|v| crate::encode::fhir_xml::to_fhir_xml(&v).ok());
+        // A Bundle the encoder cannot write stays JSON (and says so by its content type).
+        if let Some(xml) = xml {
+            o.body = xml.into_bytes();
+            o.content_type = FHIR_XML.to_owned();
+        }
+    }
 }
 
 /// Removes what a non-disclosure label withholds from every resource of the listed types,
