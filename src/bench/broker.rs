@@ -125,21 +125,8 @@ pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway>
 }
 
 async fn quorum_queue(channel: &Channel, name: &str) -> BenchResult<()> {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await?;
+    // The same queue type and durability as the gateway's own inbound queue.
+    crate::intake::amqp::declare_quorum_queue(channel, name).await?;
     Ok(())
 }
 
