@@ -239,10 +239,7 @@ impl Mappings {
         if system == index.target_uri {
             return Some(code.to_owned()).filter(|c| !c.is_empty());
         }
-        index
-            .entries
-            .get(&(system.to_owned(), code.to_owned()))
-            .cloned()
+        index.entries.get(system)?.get(code).cloned()
     }
 
     /// The target system of ConceptMap `map`.
@@ -313,7 +310,8 @@ fn jurisdiction_of_folder(folder: &str) -> Option<Jurisdiction> {
 #[derive(Debug, Default)]
 struct ConceptMapIndex {
     target_uri: String,
-    entries: HashMap<(String, String), String>,
+    /// Source system -> source code -> target code (looked up by `&str`, no allocation).
+    entries: HashMap<String, HashMap<String, String>>,
 }
 
 impl ConceptMapIndex {
@@ -339,7 +337,10 @@ impl ConceptMapIndex {
                     )
                 });
                 if let Some(target_code) = target.and_then(|t| t.code.clone()) {
-                    entries.insert((source.clone(), code.clone()), target_code);
+                    entries
+                        .entry(source.clone())
+                        .or_insert_with(HashMap::new)
+                        .insert(code.clone(), target_code);
                 }
             }
         }
@@ -350,8 +351,11 @@ impl ConceptMapIndex {
     }
 
     fn merge(&mut self, other: &ConceptMapIndex) {
-        for (k, v) in &other.entries {
-            self.entries.insert(k.clone(), v.clone());
+        for (system, codes) in &other.entries {
+            let mine = self.entries.entry(system.clone()).or_default();
+            for (code, target) in codes {
+                mine.insert(code.clone(), target.clone());
+            }
         }
     }
 }

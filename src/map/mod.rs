@@ -3,8 +3,6 @@
 //! Mapping never fails: what cannot be mapped becomes an [`Issue`] and the referral stays a
 //! draft with gaps. Every code translation goes through the ConceptMaps in `mappings/`.
 
-use std::collections::BTreeMap;
-
 use crate::check::Issue;
 use crate::decode::Decoded;
 use crate::mappings::Mappings;
@@ -102,34 +100,31 @@ pub fn decide_jurisdiction(
     mappings: &Mappings,
     issues: &mut Vec<Issue>,
 ) {
-    let mut votes: BTreeMap<Jurisdiction, String> = BTreeMap::new();
+    // The first recognised identifier decides (the patient's first, then the payer's, then the
+    // prescriber's); failing that, the first profile with a known prefix.
     let patient_ids = referral.patient.iter().flat_map(|p| p.ids.iter());
     let payer_ids = referral.coverage.iter().flat_map(|c| c.payer_ids.iter());
     let prescriber_ids = referral
         .prescriber
         .iter()
         .flat_map(|p| p.person_ids.iter().chain(p.organisation_ids.iter()));
-    for id in patient_ids.chain(payer_ids).chain(prescriber_ids) {
-        if let Some(system) = id
-            .system
-            .as_deref()
-            .and_then(|s| mappings.identifier_systems().lookup(s))
-        {
-            votes
-                .entry(system.jurisdiction)
-                .or_insert_with(|| format!("identifier {}", system.system));
-            // The first identifier decides; the patient's comes first.
-            break;
-        }
-    }
-    if votes.is_empty()
-        && let Some((profile, j)) = profiles
-            .iter()
-            .find_map(|p| mappings.jurisdiction_of_profile(p).map(|j| (p, j)))
-    {
-        votes.insert(j, format!("profile {profile}"));
-    }
-    match votes.into_iter().next() {
+    let by_identifier = patient_ids
+        .chain(payer_ids)
+        .chain(prescriber_ids)
+        .find_map(|id| {
+            id.system
+                .as_deref()
+                .and_then(|s| mappings.identifier_systems().lookup(s))
+        })
+        .map(|system| (system.jurisdiction, format!("identifier {}", system.system)));
+    let decided = by_identifier.or_else(|| {
+        profiles.iter().find_map(|p| {
+            mappings
+                .jurisdiction_of_profile(p)
+                .map(|j| (j, format!("profile {p}")))
+        })
+    });
+    match decided {
         Some((jurisdiction, basis)) => {
             referral.jurisdiction = Some(jurisdiction);
             referral.jurisdiction_basis = Some(basis);

@@ -111,20 +111,7 @@ pub struct Client {
 }
 
 async fn declare_queue(channel: &Channel, name: &str) {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
+    sociogate::intake::amqp::declare_quorum_queue(channel, name)
         .await
         .unwrap_or_else(|e| panic!("declaring {name}: {e}"));
 }
