@@ -16,6 +16,9 @@ use crate::pipeline::Engine;
 use crate::pipeline::gateway::Gateway;
 use crate::store::Store;
 
+/// How long a graceful shutdown may take before the remaining parts are aborted.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A running gateway, for tests and embedding: stop it with [`Running::shutdown`].
 pub struct Running {
     /// Address the HTTP server listens on.
@@ -28,10 +31,25 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops consuming, finishes in-flight messages, drains the outbox, and waits.
+    /// Stops consuming, finishes in-flight messages, drains the outbox, and waits, at most
+    /// [`SHUTDOWN_GRACE`]: a part that does not stop by then (e.g. a broker that never answers
+    /// a close) is aborted. Nothing is lost by that: messages are acked only after they are
+    /// stored, and outbox rows stay until confirmed.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let tasks = &mut self.tasks;
+        let stopped = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "Not every part stopped within the grace period; aborting the rest"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
         self.gateway.store().close().await;
     }
 }
@@ -53,12 +71,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .context("opening the store")?;
     tracing::info!(backend = ?store.backend(), "Store ready");
+    // The provider's contract (tariffs, § 302 settings); without it billing periods cannot be
+    // closed, everything else works.
+    let contract_path = mappings_dir.join("de").join("billing.json");
+    let contract = match crate::billing::Contract::load(&contract_path) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "No billing contract: billing periods cannot be closed");
+            None
+        }
+    };
     let gateway = Gateway::new(
         Arc::new(engine),
         store.clone(),
         config.amqp.clone(),
         &config.pipeline.default_language,
-    );
+    )
+    .with_billing(crate::pipeline::billing::Billing {
+        config: config.billing.clone(),
+        contract,
+    });
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -85,6 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_bytes: config.pipeline.max_bytes,
         broker_ok,
         metrics: crate::telemetry::install_metrics(),
+        close_token: Arc::from(config.billing.close_token.as_str()),
     };
     let router = intake::http::router(state);
     let http_shutdown = shutdown.clone();

@@ -23,6 +23,45 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The outbox relay.
     pub outbox: OutboxConfig,
+    /// Billing records for insurers.
+    pub billing: BillingConfig,
+}
+
+/// Billing settings: who bills, and where the § 302 files go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// IK of the provider (Leistungserbringer) the gateway bills for; sender of the § 302 files.
+    pub provider_ik: String,
+    /// Name of the provider (NAM segment).
+    pub provider_name: String,
+    /// Contact person or phone for the insurer's questions (NAM segment), if any.
+    pub provider_contact: Option<String>,
+    /// German state of the contract (`NW`, `BE`, ...): selects the tariff in
+    /// `mappings/de/billing.json`.
+    pub state: String,
+    /// IK of the insurer's data acceptance office (Datenannahmestelle, from the
+    /// Kostenträgerdatei); empty: the insurer's own IK.
+    pub recipient_ik: String,
+    /// Folder the § 302 interchanges and billing Claims are also written to; empty: none.
+    pub output_dir: String,
+    /// Bearer token an operator or scheduler sends to `POST /billing/{period}/close`; empty
+    /// disables closing periods over HTTP (a run sends files to insurers).
+    pub close_token: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            provider_ik: String::new(),
+            provider_name: String::new(),
+            provider_contact: None,
+            state: "NW".to_owned(),
+            recipient_ik: String::new(),
+            output_dir: String::new(),
+            close_token: String::new(),
+        }
+    }
 }
 
 /// HTTP settings.
@@ -97,6 +136,9 @@ pub struct OutboxConfig {
     pub poll_interval_ms: u64,
     /// Rows published per batch.
     pub batch_size: i64,
+    /// Bytes of message bodies one batch should hold at most: with large messages (a referral
+    /// with an attached PDF) the relay claims fewer rows, so memory stays flat.
+    pub batch_bytes: i64,
     /// Publish attempts before a row is parked as failed.
     pub max_attempts: i64,
     /// How long a relay owns a claimed batch before another instance may take it over
@@ -157,6 +199,7 @@ impl Default for OutboxConfig {
         OutboxConfig {
             poll_interval_ms: 100,
             batch_size: 256,
+            batch_bytes: 8 * 1024 * 1024,
             max_attempts: 20,
             lease_ms: 30_000,
         }

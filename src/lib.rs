@@ -15,6 +15,10 @@ pub mod store;
 
 pub mod app;
 pub mod bench;
+/// Billing of delivered sociotherapy to statutory insurers (§ 302 SGB V): pure core with
+/// co-payment, contract tariffs and the SLGA/SLLA interchange writer and parser. Not part of
+/// the referral pipeline; wired in separately.
+pub mod billing;
 pub mod config;
 pub mod mappings;
 pub mod outcome;

@@ -55,6 +55,57 @@ pub struct Mappings {
     profile_prefixes: Vec<(String, Jurisdiction)>,
     non_disclosure: NonDisclosure,
     claim_products: BTreeMap<Jurisdiction, ClaimProduct>,
+    code_systems: CodeSystems,
+}
+
+/// Code systems by OID and by name (`mappings/common/code-systems.json`), for CDA R2, which
+/// names code systems by OID where FHIR uses URIs.
+#[derive(Debug, Default)]
+pub struct CodeSystems {
+    by_oid: HashMap<String, (String, Option<String>)>,
+    by_name: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct CodeSystemsFile {
+    systems: Vec<CodeSystemEntry>,
+    #[serde(default)]
+    names: Vec<CodeSystemName>,
+}
+
+#[derive(Deserialize)]
+struct CodeSystemEntry {
+    oid: String,
+    uri: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CodeSystemName {
+    name: String,
+    uri: String,
+}
+
+impl CodeSystems {
+    /// The FHIR URI (and the version an OID implies, e.g. an ICD-10-GM year) of an OID.
+    pub fn by_oid(&self, oid: &str) -> Option<(&str, Option<&str>)> {
+        self.by_oid
+            .get(oid)
+            .map(|(uri, version)| (uri.as_str(), version.as_deref()))
+    }
+
+    /// The FHIR URI of a code system name (compared without case, spaces, dashes or dots).
+    pub fn by_name(&self, name: &str) -> Option<&str> {
+        self.by_name.get(&name_key(name)).map(String::as_str)
+    }
+}
+
+fn name_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// What a non-disclosure label withholds from outputs (`mappings/common/non-disclosure.json`).
@@ -112,6 +163,7 @@ impl Mappings {
         let mut profile_prefixes = Vec::new();
         let mut non_disclosure = NonDisclosure::default();
         let mut claim_products = BTreeMap::new();
+        let mut code_systems = CodeSystems::default();
 
         let mut dirs: Vec<PathBuf> = read_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
         dirs.sort();
@@ -161,6 +213,19 @@ impl Mappings {
                     for (j, prefixes) in file.profile_prefixes {
                         profile_prefixes.extend(prefixes.into_iter().map(|p| (p, j)));
                     }
+                } else if name == "code-systems.json" {
+                    let file: CodeSystemsFile =
+                        serde_json::from_slice(&bytes).map_err(parse_err)?;
+                    for entry in file.systems {
+                        code_systems
+                            .by_oid
+                            .insert(entry.oid, (entry.uri, entry.version));
+                    }
+                    for entry in file.names {
+                        code_systems
+                            .by_name
+                            .insert(name_key(&entry.name), entry.uri);
+                    }
                 } else if name == "non-disclosure.json" {
                     non_disclosure = serde_json::from_slice(&bytes).map_err(parse_err)?;
                 } else if name == "parameters.json" {
@@ -189,6 +254,7 @@ impl Mappings {
             profile_prefixes,
             non_disclosure,
             claim_products,
+            code_systems,
         };
         mappings.validate()?;
         Ok(mappings)
@@ -200,6 +266,8 @@ impl Mappings {
             .iter()
             .chain(crate::decode::RULES)
             .chain(crate::check::de::RULES)
+            .chain(crate::check::de::sessions::RULES)
+            .chain(crate::pipeline::billing::RULES)
             .chain(crate::check::nl::RULES)
             .chain(crate::check::fi::RULES)
         {
@@ -245,6 +313,11 @@ impl Mappings {
     /// The target system of ConceptMap `map`.
     pub fn target_system(&self, map: &str) -> Option<&str> {
         self.concept_maps.get(map).map(|m| m.target_uri.as_str())
+    }
+
+    /// Code systems by OID and name (for CDA).
+    pub fn code_systems(&self) -> &CodeSystems {
+        &self.code_systems
     }
 
     /// Identifier systems.

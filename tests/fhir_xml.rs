@@ -448,17 +448,17 @@ fn dtds_are_refused_before_any_entity_is_expanded() {
 fn only_predefined_entities_and_legal_character_references_are_resolved() {
     let undeclared = decode_fixture("undeclared-entity.xml");
     assert!(
-        matches!(&undeclared, Err(DecodeError::NotFhir(m)) if m.contains("&uuml;") && m.contains("line 5")),
+        matches!(&undeclared, Err(DecodeError::MalformedXml(m)) if m.contains("&uuml;") && m.contains("line 5")),
         "{undeclared:?}"
     );
     let reference = decode_fixture("control-character-reference.xml");
     assert!(
-        matches!(&reference, Err(DecodeError::NotFhir(m)) if m.contains("&#x1;")),
+        matches!(&reference, Err(DecodeError::MalformedXml(m)) if m.contains("&#x1;")),
         "{reference:?}"
     );
     let literal = decode_fixture("control-character.xml");
     assert!(
-        matches!(&literal, Err(DecodeError::NotFhir(m)) if m.contains("U+0001") && m.contains("line 5")),
+        matches!(&literal, Err(DecodeError::MalformedXml(m)) if m.contains("U+0001") && m.contains("line 5")),
         "{literal:?}"
     );
 }
@@ -471,7 +471,7 @@ fn depth_and_attribute_count_are_limited() {
     );
     let attributes = decode_fixture("too-many-attributes.xml");
     assert!(
-        matches!(&attributes, Err(DecodeError::NotFhir(m)) if m.contains("more than 256 attributes")),
+        matches!(&attributes, Err(DecodeError::MalformedXml(m)) if m.contains("more than 256 attributes")),
         "{attributes:?}"
     );
     // The limit is the configured one: Patient > name > family nests three levels.

@@ -506,3 +506,89 @@ async fn http_intake_answers_with_verdicts_and_fhir_response_bundles() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cda_and_fhir_xml_are_accepted_over_amqp_and_http_and_forwarded_as_fhir() {
+    let cfg = config(&sqlite_database());
+    let mut client = Client::connect(&cfg).await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // AMQP: a CDA referral and a FHIR XML referral (the XML twin of the JSON example).
+    let cda = read("examples/de-first-prescription.cda.xml");
+    client.publish(&cda, Some("m-cda"), None, None).await;
+    let json: Value =
+        serde_json::from_slice(&read("examples/nl-clinical-sociotherapy-accepted.json"))
+            .unwrap_or_default();
+    let xml = sociogate::encode::fhir_xml::to_fhir_xml(&json).unwrap_or_else(|e| panic!("{e}"));
+    client
+        .publish(xml.as_bytes(), Some("m-xml"), None, None)
+        .await;
+    let forwarded = |r: &[common::service::Received], id: &str| {
+        r.iter().any(|m| {
+            m.routing_key.ends_with(".fhir")
+                && m.headers
+                    .get("x-sociogate-inbound-message-id")
+                    .map(String::as_str)
+                    == Some(id)
+        })
+    };
+    assert!(
+        client
+            .wait_for(WAIT, |r| forwarded(r, "m-cda") && forwarded(r, "m-xml"))
+            .await,
+        "both referrals reach the provider"
+    );
+    let bundle_of = |id: &str| {
+        client
+            .received
+            .iter()
+            .find(|m| {
+                m.routing_key.ends_with(".fhir")
+                    && m.headers
+                        .get("x-sociogate-inbound-message-id")
+                        .map(String::as_str)
+                        == Some(id)
+            })
+            .map(|m| m.json())
+            .unwrap_or(Value::Null)
+    };
+    let types = |bundle: &Value| -> Vec<String> {
+        bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["resource"]["resourceType"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let from_cda = types(&bundle_of("m-cda"));
+    for t in [
+        "Task",
+        "ServiceRequest",
+        "Patient",
+        "Condition",
+        "DocumentReference",
+    ] {
+        assert!(from_cda.iter().any(|x| x == t), "{t} missing: {from_cda:?}");
+    }
+    // FHIR XML forwards the sender's resources (in their JSON shape), like FHIR JSON does.
+    let from_xml = types(&bundle_of("m-xml"));
+    for t in ["Task", "ServiceRequest", "Patient", "Practitioner"] {
+        assert!(from_xml.iter().any(|x| x == t), "{t} missing: {from_xml:?}");
+    }
+
+    // HTTP: the same CDA document (another idempotency key), declared as CDA.
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/referrals", running.http_addr))
+        .header("content-type", "application/hl7-cda+xml")
+        .header("idempotency-key", unique())
+        .body(cda)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.status().as_u16(), 200);
+    let body: Value = answer.json().await.unwrap_or_default();
+    assert_eq!(body["verdict"], "accepted", "{body}");
+    running.shutdown().await;
+}

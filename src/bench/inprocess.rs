@@ -1,5 +1,6 @@
 //! In-process throughput: decode + map + check + encode outputs on one thread, beside a bare
-//! `serde_json::from_slice::<Value>` of the same bytes, measured in the same run.
+//! parse of the same bytes (`serde_json::from_slice::<Value>` for JSON, a quick-xml read of every
+//! event for XML), measured in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,11 @@ pub struct InProcessRow {
     pub baseline_mb_per_s: f64,
     /// pipeline / baseline.
     pub ratio: f64,
+    /// Decode alone (typed parse, or XML conversion + typed parse, or CDA tree + schema),
+    /// messages per second: where the time goes.
+    pub decode_msgs_per_s: f64,
+    /// Decode + map + check (no outputs), messages per second.
+    pub check_msgs_per_s: f64,
 }
 
 /// Runs `work` over `messages` round-robin for about `budget`; returns messages per second.
@@ -44,6 +50,29 @@ fn rate(messages: &[Vec<u8>], budget: Duration, mut work: impl FnMut(&[u8])) -> 
     done as f64 / started.elapsed().as_secs_f64()
 }
 
+/// What the pipeline is compared with: a bare parse of the same bytes in their format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// `serde_json::from_slice::<serde_json::Value>`.
+    Json,
+    /// A quick-xml read of every event (no tree).
+    Xml,
+}
+
+/// Reads every event of an XML document with quick-xml: the cheapest complete read.
+fn xml_read(bytes: &[u8]) -> usize {
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut buf = Vec::new();
+    let mut events = 0usize;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(quick_xml::events::Event::Eof) | Err(_) => return events,
+            Ok(_) => events += 1,
+        }
+        buf.clear();
+    }
+}
+
 /// Measures one workload. Pipeline and baseline alternate in three rounds each; the best round
 /// of each counts, so a noisy neighbour on the shared machine hurts both alike.
 pub fn measure(
@@ -52,12 +81,15 @@ pub fn measure(
     size: &'static str,
     messages: &[Vec<u8>],
     budget: Duration,
+    baseline_kind: Baseline,
 ) -> InProcessRow {
     let cfg = AmqpConfig::default();
     let today = time::OffsetDateTime::now_utc().date();
     let bytes = messages.iter().map(Vec::len).sum::<usize>() / messages.len().max(1);
     let mut best_pipeline: f64 = 0.0;
     let mut best_baseline: f64 = 0.0;
+    let mut best_decode: f64 = 0.0;
+    let mut best_check: f64 = 0.0;
     for _ in 0..3 {
         let mut ledger = MemoryLedger::default();
         let pipeline = rate(messages, budget / 3, |bytes| {
@@ -78,11 +110,32 @@ pub fn measure(
                 std::hint::black_box(outputs);
             }
         });
-        let baseline = rate(messages, budget / 3, |bytes| {
-            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(bytes).ok());
+        let baseline = rate(messages, budget / 3, |bytes| match baseline_kind {
+            Baseline::Json => {
+                std::hint::black_box(serde_json::from_slice::<serde_json::Value>(bytes).ok());
+            }
+            Baseline::Xml => {
+                std::hint::black_box(xml_read(bytes));
+            }
+        });
+        let limits = *engine.limits();
+        let decode = rate(messages, budget / 6, |bytes| {
+            std::hint::black_box(crate::decode::decode(bytes, None, &limits).is_ok());
+        });
+        let mut ledger = MemoryLedger::default();
+        let check = rate(messages, budget / 6, |bytes| {
+            let inbound = Inbound {
+                bytes,
+                content_type: None,
+                message_id: None,
+                jurisdiction: None,
+            };
+            std::hint::black_box(engine.process(inbound, &mut ledger, today).is_ok());
         });
         best_pipeline = best_pipeline.max(pipeline);
         best_baseline = best_baseline.max(baseline);
+        best_decode = best_decode.max(decode);
+        best_check = best_check.max(check);
     }
     let mb = |per_s: f64| per_s * bytes as f64 / 1_000_000.0;
     InProcessRow {
@@ -98,5 +151,7 @@ pub fn measure(
         } else {
             0.0
         },
+        decode_msgs_per_s: best_decode,
+        check_msgs_per_s: best_check,
     }
 }

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod inprocess;
 pub mod workload;
 
+use inprocess::Baseline;
 use workload::{Size, Spec};
 
 /// What to run.
@@ -106,14 +107,24 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
             shared_patients: 0,
             size,
         };
-        let messages = workload::generate(spec, n);
-        report.in_process.push(inprocess::measure(
-            engine,
-            "fhir-json",
-            size.name(),
-            &messages,
-            budget,
-        ));
+        let json = workload::generate(spec, n);
+        // The same referrals as FHIR XML and as CDA: XML decode speed beside the JSON path.
+        let xml = workload::to_fhir_xml(&json);
+        let cda = workload::generate_cda(spec, n);
+        for (format, messages, baseline) in [
+            ("fhir-json", &json, Baseline::Json),
+            ("fhir-xml", &xml, Baseline::Xml),
+            ("cda", &cda, Baseline::Xml),
+        ] {
+            report.in_process.push(inprocess::measure(
+                engine,
+                format,
+                size.name(),
+                messages,
+                budget,
+                baseline,
+            ));
+        }
     }
 
     let valid = |size, n| {
@@ -218,15 +229,15 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
 /// The human table.
 pub fn table(report: &Report) -> String {
     let mut out = format!(
-        "machine: {}\n\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value>\n",
+        "machine: {}\n\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone\n",
         report.machine
     );
     out.push_str(
-        "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio\n",
+        "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
     );
     for r in &report.in_process {
         out.push_str(&format!(
-            "{:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}\n",
+            "{:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}\n",
             r.format,
             r.size,
             r.bytes,
@@ -234,7 +245,9 @@ pub fn table(report: &Report) -> String {
             r.pipeline_mb_per_s,
             r.baseline_msgs_per_s,
             r.baseline_mb_per_s,
-            r.ratio
+            r.ratio,
+            r.decode_msgs_per_s,
+            r.check_msgs_per_s
         ));
     }
     out.push_str("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks); baseline = same messages relayed twice without processing\n");

@@ -159,6 +159,73 @@ pub fn generate(spec: Spec, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The same messages as FHIR XML (the gateway's own encoder).
+pub fn to_fhir_xml(messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    messages
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(m).ok())
+        .filter_map(|v| crate::encode::fhir_xml::to_fhir_xml(&v).ok())
+        .map(String::into_bytes)
+        .collect()
+}
+
+const CDA_TEMPLATE: &str = include_str!("../../examples/de-first-prescription.cda.xml");
+const CDA_KVNR: &str = "extension=\"L204187362\"";
+const CDA_DOCUMENT_ID: &str = "extension=\"CDA-SV-2026-0815\"";
+const CDA_GAF: &str = "<value xsi:type=\"INT\" value=\"35\"/>";
+const CDA_BODY_END: &str = "</structuredBody>";
+
+/// Generates `n` German referrals as CDA R2 documents (the twin of the JSON workload): the
+/// example CDA referral with its own KVNR and document id; 50 KB adds a narrative section, 500 KB
+/// a PDF as an `observationMedia` entry.
+pub fn generate_cda(spec: Spec, n: usize) -> Vec<Vec<u8>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    (0..n)
+        .map(|i| {
+            let patient = if spec.shared_patients > 0 {
+                rng.random_range(0..u64::from(spec.shared_patients))
+            } else {
+                i as u64
+            };
+            let kvnr = kvnr(10_000_000 + patient);
+            let invalid = rng.random_bool(spec.invalid_share.clamp(0.0, 1.0));
+            let mut doc = CDA_TEMPLATE
+                .replace(CDA_KVNR, &format!("extension=\"{kvnr}\""))
+                .replace(
+                    CDA_DOCUMENT_ID,
+                    &format!("extension=\"{}\"", uuid::Uuid::from_u64_pair(spec.seed, i as u64)),
+                );
+            if invalid {
+                doc = doc.replace(CDA_GAF, "<value xsi:type=\"INT\" value=\"55\"/>");
+            }
+            let mut extra = String::new();
+            if spec.size != Size::Plain {
+                extra.push_str(&format!(
+                    "<component><section><code code=\"8648-8\" codeSystem=\"2.16.840.1.113883.6.1\"/>\
+                     <title>Verlauf</title><text><paragraph>{}</paragraph></text></section></component>",
+                    words(&mut rng, 40_000)
+                ));
+            }
+            if spec.size == Size::Large {
+                let mut pdf = vec![0u8; 360_000];
+                rng.fill(&mut pdf[..]);
+                pdf[..8].copy_from_slice(b"%PDF-1.7");
+                let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
+                extra.push_str(&format!(
+                    "<component><section><code code=\"55107-7\" codeSystem=\"2.16.840.1.113883.6.1\"/>\
+                     <title>Anlagen</title><text>Entlassbrief (PDF)</text><entry><observationMedia \
+                     classCode=\"OBS\" moodCode=\"EVN\"><value mediaType=\"application/pdf\" \
+                     representation=\"B64\">{data}</value></observationMedia></entry></section></component>"
+                ));
+            }
+            if !extra.is_empty() {
+                doc = doc.replacen(CDA_BODY_END, &format!("{extra}{CDA_BODY_END}"), 1);
+            }
+            doc.into_bytes()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +259,65 @@ mod tests {
         assert!(plain < 12_000, "{plain}");
         assert!((40_000..70_000).contains(&medium), "{medium}");
         assert!((450_000..600_000).contains(&large), "{large}");
+    }
+}
+
+#[cfg(test)]
+mod cda_tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::pipeline::{Engine, Inbound};
+    use crate::store::ledger::MemoryLedger;
+
+    #[test]
+    fn cda_workload_documents_pass_the_schema_and_keep_their_verdicts() {
+        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
+            Ok(e) => e,
+            Err(e) => panic!("mappings must load: {e}"),
+        };
+        let today = time::macros::date!(2026 - 11 - 15);
+        for size in [Size::Plain, Size::Medium, Size::Large] {
+            for (invalid_share, expected) in [(0.0, Verdict::Accepted), (1.0, Verdict::Rejected)] {
+                let spec = Spec {
+                    seed: 3,
+                    invalid_share,
+                    shared_patients: 0,
+                    size,
+                };
+                let docs = generate_cda(spec, 2);
+                assert_ne!(docs[0], docs[1], "distinct patients and ids");
+                for doc in &docs {
+                    let inbound = Inbound {
+                        bytes: doc,
+                        content_type: None,
+                        message_id: None,
+                        jurisdiction: None,
+                    };
+                    let mut ledger = MemoryLedger::default();
+                    let processed = match engine.process(inbound, &mut ledger, today) {
+                        Ok(p) => p,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let codes: Vec<&str> =
+                        processed.issues.iter().map(|i| i.code.as_str()).collect();
+                    assert_eq!(processed.verdict, expected, "{} {codes:?}", size.name());
+                    if expected == Verdict::Rejected {
+                        assert_eq!(codes, ["DE-DX-05"]);
+                    }
+                }
+            }
+        }
+        let large = generate_cda(
+            Spec {
+                seed: 3,
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size: Size::Large,
+            },
+            1,
+        );
+        assert!(large[0].len() > 450_000, "{}", large[0].len());
     }
 }

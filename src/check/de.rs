@@ -21,6 +21,8 @@ pub const RULES: &[&str] = &[
     "DE-DC-01", "DE-DC-02", "DE-DC-03", "DE-CP-01", "DE-CV-01", "DE-CV-02", "DE-CV-03", "DE-BU-01",
 ];
 
+pub mod sessions;
+
 /// Parameters of the German pack (`mappings/de/parameters.json`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeRulePack {
@@ -36,10 +38,21 @@ pub struct DeRulePack {
     care_plan_not_required_for: Vec<ReferralKind>,
     /// Unit lengths and budget, public so the pipeline can charge the ledger.
     pub budget: Budget,
+    /// Unit lengths.
+    pub units: Units,
     prescribers: Prescribers,
     remote_setting_allowed: bool,
     statutory_coverage_kinds: Vec<CoverageKind>,
     identifier_checks: IdentifierChecks,
+}
+
+/// Unit lengths in minutes (facts 26).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Units {
+    /// One individual unit.
+    pub individual_minutes: u32,
+    /// One group unit.
+    pub group_minutes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

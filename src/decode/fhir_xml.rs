@@ -236,11 +236,13 @@ impl<'m> Ctx<'m> {
     }
 }
 
-/// Decodes FHIR R4 XML into the typed model.
-pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Resource, DecodeError> {
+/// Decodes FHIR R4 XML into the typed model, and returns the FHIR JSON shape it went through
+/// (what forwarding passes on: the typed model drops what it does not know).
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Resource, Value), DecodeError> {
     let text = xml::to_utf8(bytes)?;
     let value = to_json(&text, limits)?;
-    typed(&value, limits)
+    let resource = typed(&value, limits)?;
+    Ok((resource, value))
 }
 
 /// Decodes FHIR R4 XML bytes into the FHIR JSON shape (before the typed parse, which drops
@@ -948,7 +950,9 @@ mod tests {
         );
         let trailing =
             json(r#"<Patient xmlns="http://hl7.org/fhir"/><Patient xmlns="http://hl7.org/fhir"/>"#);
-        assert!(matches!(&trailing, Err(DecodeError::NotFhir(m)) if m.contains("second root")));
+        assert!(
+            matches!(&trailing, Err(DecodeError::MalformedXml(m)) if m.contains("second root"))
+        );
     }
 
     #[test]
@@ -957,6 +961,9 @@ mod tests {
             br#"<Patient xmlns="http://hl7.org/fhir"><id value="p1"/><gender value="female"/><birthDate value="1980-02-03"/></Patient>"#,
             &Limits::default(),
         );
-        assert!(matches!(patient, Ok(Resource::Patient(_))), "{patient:?}");
+        assert!(
+            matches!(patient, Ok((Resource::Patient(_), _))),
+            "{patient:?}"
+        );
     }
 }

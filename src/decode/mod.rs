@@ -5,6 +5,8 @@
 
 use fhir_sdk::r4b::resources::Resource;
 
+pub mod cda;
+pub mod cda_schema;
 pub mod fhir_json;
 pub mod fhir_xml;
 pub mod xml;
@@ -19,6 +21,8 @@ pub const RULES: &[&str] = &[
     "GW-DEC-06",
     "GW-DEC-07",
     "GW-DEC-08",
+    "GW-DEC-09",
+    "GW-DEC-10",
 ];
 
 /// Limits applied before parsing.
@@ -55,6 +59,10 @@ pub enum Format {
 pub enum Decoded {
     /// A FHIR resource (a Bundle or a lone resource).
     Fhir(Box<Resource>),
+    /// A FHIR resource read from XML, with the FHIR JSON shape the XML was converted to.
+    FhirXml(Box<Resource>, Box<serde_json::Value>),
+    /// An HL7 CDA R2 `ClinicalDocument`.
+    Cda(Box<cda::CdaDocument>),
 }
 
 /// Why a payload could not be decoded.
@@ -96,6 +104,12 @@ pub enum DecodeError {
     /// A FHIR version other than R4.
     #[error("FHIR version {0} is not accepted")]
     WrongFhirVersion(String),
+    /// XML that is not well-formed (or uses what the safety layer refuses: DTDs, entities).
+    #[error("malformed XML: {0}")]
+    MalformedXml(String),
+    /// Well-formed XML that is not a CDA R2 document of the accepted subset.
+    #[error("not a CDA R2 document of the accepted subset: {0}")]
+    NotCda(String),
     /// A format the gateway does not read (yet).
     #[error("unsupported format: {0}")]
     Unsupported(String),
@@ -113,6 +127,8 @@ impl DecodeError {
             DecodeError::Unsupported(_) => "GW-DEC-06",
             DecodeError::Empty => "GW-DEC-07",
             DecodeError::NotUtf8(_) => "GW-DEC-08",
+            DecodeError::MalformedXml(_) => "GW-DEC-09",
+            DecodeError::NotCda(_) => "GW-DEC-10",
         }
     }
 
@@ -130,7 +146,9 @@ impl DecodeError {
             DecodeError::NotFhir(m)
             | DecodeError::WrongFhirVersion(m)
             | DecodeError::Unsupported(m)
-            | DecodeError::NotUtf8(m) => (Some(m.clone()), None),
+            | DecodeError::NotUtf8(m)
+            | DecodeError::MalformedXml(m)
+            | DecodeError::NotCda(m) => (Some(m.clone()), None),
             DecodeError::TooLarge { size, limit } => {
                 (Some(size.to_string()), Some(limit.to_string()))
             }
@@ -148,7 +166,7 @@ pub fn sniff(bytes: &[u8], content_type: Option<&str>) -> Result<Format, DecodeE
         // UTF-16 is legal for XML only; JSON must be UTF-8 (RFC 8259 § 8.1).
         return match head.trim_start().chars().next() {
             None => Err(DecodeError::Empty),
-            Some('<') if head.contains("ClinicalDocument") => Ok(Format::Cda),
+            Some('<') if root_element(&head) == Some("ClinicalDocument") => Ok(Format::Cda),
             Some('<') => Ok(Format::FhirXml),
             Some(_) => Err(DecodeError::Unsupported(
                 "UTF-16 text that is not XML (JSON must be UTF-8)".to_owned(),
@@ -161,7 +179,7 @@ pub fn sniff(bytes: &[u8], content_type: Option<&str>) -> Result<Format, DecodeE
         Some(b'{' | b'[') => Ok(Format::FhirJson),
         Some(b'<') => {
             let head = String::from_utf8_lossy(&body[..body.len().min(4096)]);
-            if head.contains("ClinicalDocument")
+            if root_element(&head) == Some("ClinicalDocument")
                 || declared.as_deref().is_some_and(|c| c.contains("cda"))
             {
                 Ok(Format::Cda)
@@ -173,6 +191,28 @@ pub fn sniff(bytes: &[u8], content_type: Option<&str>) -> Result<Format, DecodeE
             Some(ct) => format!("content type {ct} with a body that is neither JSON nor XML"),
             None => "a body that is neither JSON nor XML".to_owned(),
         })),
+    }
+}
+
+/// The local name of the first element in `head`, skipping the XML declaration, processing
+/// instructions, comments and a document type declaration (a cheap look, not a parse: the
+/// decoder checks everything).
+fn root_element(head: &str) -> Option<&str> {
+    let mut rest = head;
+    loop {
+        let at = rest.find('<')?;
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            rest = &after[after.find("-->")? + 3..];
+        } else if rest.starts_with("<?") || rest.starts_with("<!") {
+            rest = &rest[rest.find('>')? + 1..];
+        } else {
+            let name_end = rest[1..]
+                .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+                .map_or(rest.len(), |i| i + 1);
+            let name = &rest[1..name_end];
+            return Some(name.rsplit(':').next().unwrap_or(name));
+        }
     }
 }
 
@@ -200,11 +240,12 @@ pub fn decode(
             Ok((format, Decoded::Fhir(Box::new(resource))))
         }
         Format::FhirXml => {
-            let resource = fhir_xml::decode(bytes, limits)?;
-            Ok((format, Decoded::Fhir(Box::new(resource))))
+            let (resource, json) = fhir_xml::decode(bytes, limits)?;
+            Ok((format, Decoded::FhirXml(Box::new(resource), Box::new(json))))
         }
-        Format::Cda => Err(DecodeError::Unsupported(
-            "CDA R2 documents are not accepted yet; send application/fhir+json".to_owned(),
-        )),
+        Format::Cda => {
+            let document = cda::decode(bytes, limits)?;
+            Ok((format, Decoded::Cda(Box::new(document))))
+        }
     }
 }

@@ -219,9 +219,7 @@ fn check_chars(text: &str) -> Result<(), DecodeError> {
 /// A malformed-XML error with a 1-based line and column computed from a byte offset.
 pub fn malformed(text: &str, offset: usize, message: &str) -> DecodeError {
     let (line, column) = line_column(text, offset);
-    DecodeError::NotFhir(format!(
-        "malformed XML at line {line}, column {column}: {message}"
-    ))
+    DecodeError::MalformedXml(format!("line {line}, column {column}: {message}"))
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -639,7 +637,7 @@ impl<'a> Reader<'a> {
             let attr = attr.map_err(|e| self.error_at(offset, &e.to_string()))?;
             count += 1;
             if count > MAX_ATTRIBUTES {
-                return Err(DecodeError::NotFhir(format!(
+                return Err(DecodeError::MalformedXml(format!(
                     "element <{name}> at line {} has more than {MAX_ATTRIBUTES} attributes",
                     line_column(self.text, offset).0
                 )));
@@ -825,7 +823,7 @@ mod tests {
         assert_eq!(line_column("ab\ncd\u{E4}e", 7), (2, 4));
         assert!(matches!(
             to_utf8(b"<a>\n  <b>\x07</b></a>"),
-            Err(DecodeError::NotFhir(m)) if m.contains("line 2, column 6") && m.contains("U+0007")
+            Err(DecodeError::MalformedXml(m)) if m.contains("line 2, column 6") && m.contains("U+0007")
         ));
         assert!(to_utf8("<a>\u{FFFF}</a>".as_bytes()).is_err());
     }

@@ -14,7 +14,8 @@ use crate::check::Verdict;
 use crate::model::{IdentifierKind, Referral};
 
 const EVENT_SYSTEM: &str = "https://sociogate.org/fhir/CodeSystem/message-event";
-const REFERRAL_ID_SYSTEM: &str = "https://sociogate.org/fhir/sid/referral";
+/// Identifier system of the gateway's referral ids (Task, Claim, Bundle identifiers).
+pub const REFERRAL_ID_SYSTEM: &str = "https://sociogate.org/fhir/sid/referral";
 const SERVICE_SYSTEM: &str = "https://sociogate.org/fhir/CodeSystem/service";
 
 /// Resource types forwarded from the inbound message.
@@ -187,7 +188,7 @@ struct RequestRefs {
 }
 
 /// A stable UUID for the n-th generated fullUrl of a message.
-fn derived_uuid(gateway_id: &str, n: usize) -> uuid::Uuid {
+pub(crate) fn derived_uuid(gateway_id: &str, n: usize) -> uuid::Uuid {
     uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_URL,
         format!("{gateway_id}/{n}").as_bytes(),

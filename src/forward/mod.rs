@@ -9,11 +9,13 @@ use serde_json::Value;
 
 use crate::check::Verdict;
 use crate::config::AmqpConfig;
+use crate::decode::Format;
 use crate::mappings::{Mappings, NonDisclosure};
 use crate::model::{IdentifierKind, Referral};
 use crate::pipeline::Processed;
 use crate::store::NewOutbound;
 
+pub mod canonical;
 pub mod fhir;
 pub mod relay;
 
@@ -74,16 +76,35 @@ pub fn plan(
         (Verdict::Accepted, Some(referral)) => {
             // Non-disclosure (e.g. turvakielto): no recipient gets address or contact details.
             let non_disclosure = referral.patient.as_ref().is_some_and(|p| p.non_disclosure);
-            let entries = fhir::forwarded_entries(
-                origin.gateway_id,
-                origin.body,
-                non_disclosure.then(|| mappings.non_disclosure()),
-            );
-            let mut referral = referral.clone();
-            if non_disclosure && let Some(patient) = referral.patient.as_mut() {
-                patient.address = None;
-            }
-            let referral = &referral;
+            let redaction = non_disclosure.then(|| mappings.non_disclosure());
+            // FHIR XML is forwarded in its FHIR JSON shape (before the typed parse, which
+            // drops what the model does not know); CDA has no FHIR of its own.
+            let converted = processed
+                .fhir_json
+                .as_deref()
+                .and_then(|json| serde_json::to_vec(json).ok());
+            let from_canonical = |content_type: &str| {
+                canonical::canonical_entries(
+                    origin.gateway_id,
+                    &redacted_referral(referral, non_disclosure),
+                    origin.body,
+                    content_type,
+                    non_disclosure,
+                )
+            };
+            let entries = match (processed.format, &converted) {
+                (Some(Format::Cda), _) => from_canonical(canonical::CDA_CONTENT_TYPE),
+                // Decode keeps the JSON shape of every FHIR XML payload; should it be missing
+                // (a `Processed` built elsewhere), the provider still gets the referral, built
+                // from the canonical model.
+                (Some(Format::FhirXml), None) => from_canonical(FHIR_XML),
+                _ => fhir::forwarded_entries(
+                    origin.gateway_id,
+                    converted.as_deref().unwrap_or(origin.body),
+                    redaction,
+                ),
+            };
+            let referral = &redacted_referral(referral, non_disclosure);
             let product = referral
                 .jurisdiction
                 .and_then(|j| mappings.claim_product(j));
@@ -183,6 +204,15 @@ pub fn plan(
     }
     apply_xml_preferences(&mut out, cfg);
     out
+}
+
+/// The referral as recipients may see it: without the patient's address under non-disclosure.
+fn redacted_referral(referral: &Referral, non_disclosure: bool) -> Referral {
+    let mut referral = referral.clone();
+    if non_disclosure && let Some(patient) = referral.patient.as_mut() {
+        patient.address = None;
+    }
+    referral
 }
 
 /// Converts the FHIR JSON outputs for subscribers that asked for FHIR XML.

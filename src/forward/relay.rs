@@ -63,19 +63,33 @@ fn properties(row: &OutboxRow, gateway_id: &str) -> BasicProperties {
     props
 }
 
-/// Publishes one batch; returns how many rows were published.
+/// The batch size for the next claim: `batch_size`, or fewer rows when the last batch's rows
+/// were so large that `batch_bytes` would be exceeded.
+pub fn next_batch_size(cfg: &OutboxConfig, last_rows: usize, last_bytes: usize) -> i64 {
+    if last_rows == 0 || last_bytes == 0 {
+        return cfg.batch_size;
+    }
+    let per_row = (last_bytes / last_rows).max(1);
+    let fits = usize::try_from(cfg.batch_bytes.max(1)).unwrap_or(usize::MAX) / per_row;
+    i64::try_from(fits)
+        .unwrap_or(i64::MAX)
+        .clamp(1, cfg.batch_size.max(1))
+}
+
+/// Publishes one batch of at most `limit` rows; returns how many rows were claimed and their
+/// body bytes (for [`next_batch_size`]).
 pub async fn publish_batch(
     store: &Store,
     channel: &Channel,
     cfg: &OutboxConfig,
     relay_id: &str,
-) -> Result<usize, RelayError> {
-    let rows = store
-        .claim_outbox(relay_id, cfg.batch_size, cfg.lease_ms)
-        .await?;
+    limit: i64,
+) -> Result<(usize, usize), RelayError> {
+    let rows = store.claim_outbox(relay_id, limit, cfg.lease_ms).await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
+    let bytes: usize = rows.iter().map(|r| r.body.len()).sum();
     // Publish the whole batch, then wait for the confirms: pipelined, not one round trip each.
     let mut pending = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -109,7 +123,7 @@ pub async fn publish_batch(
     for (kind, n) in kinds {
         telemetry::forwarded(kind, n);
     }
-    Ok(sent.len())
+    Ok((rows.len(), bytes))
 }
 
 /// Errors of the relay.
@@ -133,14 +147,17 @@ pub async fn run(
     let idle = Duration::from_millis(cfg.poll_interval_ms.max(10));
     let relay_id = uuid::Uuid::new_v4().to_string();
     let mut channel: Option<Channel> = None;
+    // Start small: the first batch's rows say how large messages are.
+    let mut limit = cfg.batch_size.min(16);
     loop {
         if shutdown.is_cancelled() {
             // Drain what is already committed before stopping.
             if let Some(ch) = &channel {
-                while let Ok(n) = publish_batch(&store, ch, &cfg, &relay_id).await {
+                while let Ok((n, bytes)) = publish_batch(&store, ch, &cfg, &relay_id, limit).await {
                     if n == 0 {
                         break;
                     }
+                    limit = next_batch_size(&cfg, n, bytes);
                 }
             }
             return;
@@ -156,14 +173,14 @@ pub async fn run(
             }
         }
         let Some(ch) = channel.as_ref() else { continue };
-        match publish_batch(&store, ch, &cfg, &relay_id).await {
-            Ok(0) => {
+        match publish_batch(&store, ch, &cfg, &relay_id, limit).await {
+            Ok((0, _)) => {
                 if let Ok(depth) = store.outbox_depth().await {
                     telemetry::outbox_depth(depth);
                 }
                 sleep_or_cancel(idle, &shutdown).await;
             }
-            Ok(_) => {}
+            Ok((n, bytes)) => limit = next_batch_size(&cfg, n, bytes),
             Err(e) => {
                 tracing::warn!(error = %e, "Outbox relay batch failed; retrying");
                 channel = None;
@@ -185,5 +202,23 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         () = tokio::time::sleep(d) => {}
         () = shutdown.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_messages_shrink_the_batch_and_small_ones_restore_it() {
+        let cfg = OutboxConfig::default();
+        assert_eq!(cfg.batch_bytes, 8 * 1024 * 1024);
+        // 16 rows of 1 MB: 8 rows fit the budget.
+        assert_eq!(next_batch_size(&cfg, 16, 16 * 1024 * 1024), 8);
+        // 16 rows of 10 KB: the configured maximum.
+        assert_eq!(next_batch_size(&cfg, 16, 16 * 10 * 1024), cfg.batch_size);
+        // A single row larger than the budget still goes out alone.
+        assert_eq!(next_batch_size(&cfg, 1, 20 * 1024 * 1024), 1);
+        assert_eq!(next_batch_size(&cfg, 0, 0), cfg.batch_size);
     }
 }

@@ -34,6 +34,8 @@ pub struct HttpState {
     pub broker_ok: Arc<AtomicBool>,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// Bearer token of `POST /billing/{period}/close`; empty disables the endpoint.
+    pub close_token: Arc<str>,
 }
 
 /// The router.
@@ -46,6 +48,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/referrals", post(referrals))
         .route("/referrals/{jurisdiction}", post(referrals_for))
+        .route("/billing/{period}/close", post(close_billing_period))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -65,6 +68,93 @@ fn outcome_response(status: StatusCode, code: &str, severity: &str, text: &str) 
         body.to_string(),
     )
         .into_response()
+}
+
+/// Closes a billing period (`YYYY-MM`): an operator's or scheduler's call. Answers with the
+/// run's figures; the Claims and § 302 files go out through the outbox.
+/// Compares without stopping at the first difference (the token is a secret).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn close_billing_period(
+    State(state): State<HttpState>,
+    Path(period): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if state.close_token.is_empty() {
+        return outcome_response(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "error",
+            "closing billing periods over HTTP is disabled: set billing.close_token",
+        );
+    }
+    let given = header_str(&headers, "authorization").unwrap_or_default();
+    let token = given.strip_prefix("Bearer ").unwrap_or("");
+    if !same_secret(token.as_bytes(), state.close_token.as_bytes()) {
+        return outcome_response(
+            StatusCode::UNAUTHORIZED,
+            "security",
+            "error",
+            "a valid bearer token is required",
+        );
+    }
+    let parsed = period.split_once('-').and_then(|(y, m)| {
+        let year: i32 = y.parse().ok().filter(|y| (2000..=2200).contains(y))?;
+        let month: u8 = m.parse().ok()?;
+        Some(crate::billing::BillingPeriod {
+            year,
+            month: time::Month::try_from(month).ok()?,
+        })
+    });
+    let Some(period) = parsed else {
+        return outcome_response(
+            StatusCode::BAD_REQUEST,
+            "value",
+            "error",
+            "the period must be YYYY-MM",
+        );
+    };
+    match state
+        .gateway
+        .close_period(period, time::OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(run) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({
+                "run_id": run.run_id,
+                "claims": run.claims,
+                "interchanges": run.interchanges.len(),
+                "sessions": run.sessions,
+                "skipped": run.skipped,
+            })
+            .to_string(),
+        )
+            .into_response(),
+        Err(crate::pipeline::billing::CloseError::NotConfigured(why)) => outcome_response(
+            StatusCode::CONFLICT,
+            "not-supported",
+            "error",
+            &format!("billing is not configured: {why}"),
+        ),
+        Err(crate::pipeline::billing::CloseError::Store(e)) => {
+            tracing::error!(error = %e, "Closing a billing period failed");
+            outcome_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "error",
+                "the store is not available; nothing was billed, try again",
+            )
+        }
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -107,7 +107,7 @@ pub fn idempotency_hint(root: &Resource) -> Option<String> {
 }
 
 /// Fills the unit length from the jurisdiction's parameters when the sender gave none.
-fn apply_unit_defaults(referral: &mut Referral, mappings: &Mappings, j: Jurisdiction) {
+pub(super) fn apply_unit_defaults(referral: &mut Referral, mappings: &Mappings, j: Jurisdiction) {
     let Some(units) = referral.requested_units.as_mut() else {
         return;
     };

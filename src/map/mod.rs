@@ -8,6 +8,7 @@ use crate::decode::Decoded;
 use crate::mappings::Mappings;
 use crate::model::{Identifier, IdentifierKind, Jurisdiction, Referral, ReferralIds};
 
+pub mod cda;
 pub mod fhir;
 
 /// Rule codes this stage reports (verified against the catalogue at start).
@@ -25,6 +26,7 @@ pub const RULES: &[&str] = &[
     "GW-MAP-09",
     "GW-MAP-10",
     "GW-MAP-11",
+    "GW-MAP-12",
 ];
 
 /// ConceptMaps the mappers use (verified at start).
@@ -56,7 +58,10 @@ pub fn map(
     jurisdiction: Option<Jurisdiction>,
 ) -> (Referral, Vec<Issue>) {
     let (mut referral, mut issues) = match decoded {
-        Decoded::Fhir(resource) => fhir::map(resource, mappings, ids, jurisdiction),
+        Decoded::Fhir(resource) | Decoded::FhirXml(resource, _) => {
+            fhir::map(resource, mappings, ids, jurisdiction)
+        }
+        Decoded::Cda(document) => cda::map(document, mappings, ids, jurisdiction),
     };
     if referral.patient.as_ref().is_some_and(|p| p.non_disclosure) {
         issues.push(Issue::new(mappings.rules(), "GW-ND-01"));
@@ -71,7 +76,8 @@ pub fn map(
 /// The payload's own idempotency key: Bundle.identifier (system|value) or MessageHeader.id.
 pub fn idempotency_hint(decoded: &Decoded) -> Option<String> {
     match decoded {
-        Decoded::Fhir(resource) => fhir::idempotency_hint(resource),
+        Decoded::Fhir(resource) | Decoded::FhirXml(resource, _) => fhir::idempotency_hint(resource),
+        Decoded::Cda(document) => cda::idempotency_hint(document),
     }
 }
 

@@ -12,6 +12,20 @@ use time::Date;
 mod identifier;
 pub use identifier::{Identifier, IdentifierKind};
 
+/// The code of a canonical enum value: its serde name (kebab-case, e.g. `other-place`), as the
+/// ConceptMaps' targets and the store spell it.
+pub fn code_of<T: Serialize>(value: &T) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(code)) => Some(code),
+        _ => None,
+    }
+}
+
+/// The canonical enum value a code names, if it names one.
+pub fn from_code<T: serde::de::DeserializeOwned>(code: &str) -> Option<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(code)).ok()
+}
+
 /// Version of the canonical model's JSON shape. Bump on any breaking change.
 pub const MODEL_VERSION: &str = "1";
 

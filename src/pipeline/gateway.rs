@@ -90,6 +90,7 @@ pub struct Gateway {
     store: Store,
     amqp: Arc<AmqpConfig>,
     default_language: Arc<str>,
+    pub(super) billing: Arc<super::billing::Billing>,
 }
 
 impl Gateway {
@@ -105,6 +106,7 @@ impl Gateway {
             store,
             amqp: Arc::new(amqp),
             default_language: Arc::from(default_language),
+            billing: Arc::default(),
         }
     }
 
@@ -118,7 +120,13 @@ impl Gateway {
         &self.engine
     }
 
-    fn language(&self, envelope: &Envelope) -> String {
+    /// The AMQP settings (exchanges and queues of the outputs).
+    pub(super) fn amqp_config(&self) -> &AmqpConfig {
+        &self.amqp
+    }
+
+    /// The outcome language for a message: its `Accept-Language` / header, else the default.
+    pub(super) fn language(&self, envelope: &Envelope) -> String {
         let supported = crate::mappings::LANGUAGES;
         envelope
             .language
@@ -140,6 +148,13 @@ impl Gateway {
     /// Processes one message and stores it with its verdict and outputs, in one transaction.
     /// `Err` means nothing was stored: the caller must not acknowledge, and retries later.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, StoreError> {
+        match super::billing::message_kind(&envelope.body) {
+            super::billing::MessageKind::Approval => return self.handle_approval(envelope).await,
+            super::billing::MessageKind::SessionReport => {
+                return self.handle_sessions(envelope).await;
+            }
+            super::billing::MessageKind::Referral => {}
+        }
         let started = Instant::now();
         let today = time::OffsetDateTime::now_utc().date();
         let inbound = Inbound {

@@ -3,6 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
+pub mod billing;
 pub mod gateway;
 use time::Date;
 
@@ -48,6 +49,9 @@ pub struct Processed {
     pub issues: Vec<Issue>,
     /// SHA-256 of the payload, hex.
     pub sha256: String,
+    /// For FHIR XML: the FHIR JSON shape decode converted it to (forwarded instead of
+    /// converting the XML again).
+    pub fhir_json: Option<Box<serde_json::Value>>,
 }
 
 impl Engine {
@@ -60,6 +64,11 @@ impl Engine {
             packs,
             limits,
         })
+    }
+
+    /// The German rule pack, if configured.
+    pub fn de_pack(&self) -> Option<&crate::check::de::DeRulePack> {
+        self.packs.de()
     }
 
     /// The loaded mappings.
@@ -80,6 +89,7 @@ impl Engine {
             referral: None,
             issues: vec![Issue::new(self.mappings.rules(), code).detail(detail)],
             sha256: String::new(),
+            fhir_json: None,
         }
     }
 
@@ -96,6 +106,7 @@ impl Engine {
             referral: None,
             issues: vec![issue],
             sha256: String::new(),
+            fhir_json: None,
         }
     }
 
@@ -154,7 +165,11 @@ impl Engine {
     /// Not sociotherapy, or no request at all: the rule pack's findings would only bury the
     /// real reason.
     fn wants_check(&self, mapped: &Mapped) -> bool {
-        mapped.referral.is_sociotherapy && !mapped.issues.iter().any(|i| i.code == "GW-MAP-01")
+        mapped.referral.is_sociotherapy
+            && !mapped
+                .issues
+                .iter()
+                .any(|i| i.code == "GW-MAP-01" || i.code == "GW-MAP-12")
     }
 
     /// Checks a mapped message with the patient's prior budget use (pure). Returns the result
@@ -203,11 +218,16 @@ impl Engine {
             idempotency_key,
         };
         let (referral, issues) = map::map(&decoded, &self.mappings, ids, inbound.jurisdiction);
+        let fhir_json = match decoded {
+            decode::Decoded::FhirXml(_, json) => Some(json),
+            _ => None,
+        };
         Ok(Mapped {
             format,
             referral,
             issues,
             sha256,
+            fhir_json,
         })
     }
 
@@ -241,6 +261,8 @@ pub struct Mapped {
     pub issues: Vec<Issue>,
     /// SHA-256 of the payload, hex.
     pub sha256: String,
+    /// For FHIR XML: its FHIR JSON shape (see [`Processed::fhir_json`]).
+    pub fhir_json: Option<Box<serde_json::Value>>,
 }
 
 /// A read of the ledger that the check of one referral needs.
@@ -262,6 +284,7 @@ impl Mapped {
             referral: Some(self.referral),
             issues: self.issues,
             sha256: self.sha256,
+            fhir_json: self.fhir_json,
         }
     }
 }

@@ -87,6 +87,36 @@ pub fn usage_from_entries(entries: &[LedgerEntry], start: Date, window_years: i3
     }
 }
 
+/// Minutes used in the window that contains `date`. Windows chain from the first entry: each
+/// starts at the first entry (or `date`) on or after the end of the previous one. Unlike
+/// [`usage_from_entries`], which answers for the newest window, this finds the window of a
+/// date in the past too (a session reported late is charged to its own window).
+pub fn minutes_in_window_of(entries: &[LedgerEntry], date: Date, window_years: i32) -> u64 {
+    let mut starts: Vec<Date> = entries
+        .iter()
+        .map(|e| e.start)
+        .chain(std::iter::once(date))
+        .collect();
+    starts.sort();
+    let mut window: Option<Date> = None;
+    let mut window_of_date = None;
+    for day in starts {
+        if window.is_none_or(|ws| day >= add_years(ws, window_years)) {
+            window = Some(day);
+        }
+        if day == date && window_of_date.is_none() {
+            window_of_date = window;
+        }
+    }
+    let Some(ws) = window_of_date else { return 0 };
+    let end = add_years(ws, window_years);
+    entries
+        .iter()
+        .filter(|e| e.start >= ws && e.start < end)
+        .map(|e| e.minutes)
+        .sum()
+}
+
 /// A ledger kept in memory, for one `sociogate check` run.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
@@ -150,5 +180,29 @@ mod tests {
     #[test]
     fn leap_day_windows_end_on_28_february() {
         assert_eq!(add_years(date!(2024 - 02 - 29), 3), date!(2027 - 02 - 28));
+    }
+
+    #[test]
+    fn a_late_session_is_charged_to_the_window_it_falls_in() {
+        use time::macros::date;
+        let entry = |start, minutes| LedgerEntry {
+            patient_key: "p".into(),
+            start,
+            minutes,
+            trial_units: 0,
+        };
+        let entries = [
+            entry(date!(2023 - 01 - 10), 7_200),
+            entry(date!(2026 - 02 - 01), 60),
+        ];
+        // The first window (2023-01-10 .. 2026-01-10) is full; a late report from 2025 is in it.
+        assert_eq!(
+            minutes_in_window_of(&entries, date!(2025 - 12 - 15), 3),
+            7_200
+        );
+        // A session in the second window sees only that window.
+        assert_eq!(minutes_in_window_of(&entries, date!(2026 - 03 - 01), 3), 60);
+        // A date after every window opens its own.
+        assert_eq!(minutes_in_window_of(&entries, date!(2030 - 01 - 01), 3), 0);
     }
 }

@@ -10,6 +10,7 @@ use time::Date;
 
 use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
 
+pub mod billing;
 pub mod ledger;
 
 /// Errors of the store. All are I/O: the caller retries or reports them, never a verdict.
@@ -24,6 +25,9 @@ pub enum StoreError {
     /// A stored value does not have the shape the gateway wrote.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    /// Another transaction changed what this one read; nothing was written, try again.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// Which database is behind the pool.
