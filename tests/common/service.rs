@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -30,6 +31,24 @@ pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// How long a single broker operation of a test may take. A broker that accepts TCP but does
+/// not answer (RabbitMQ out of file handles does that) must fail the test, not hang it.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Awaits `operation` for at most [`BROKER_TIMEOUT`], panicking with `what` when it takes longer.
+pub async fn bounded<T>(what: &str, operation: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(BROKER_TIMEOUT, operation).await {
+        Ok(value) => value,
+        Err(_) => panic!(
+            "{what}: no answer within {}s (is RabbitMQ wedged? see .ci/run)",
+            BROKER_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// Name prefix of the databases [`pg_database`] creates; [`Client`] drops them again.
+pub const TEST_DATABASE_PREFIX: &str = "sociogate_it_";
+
 /// A fresh PostgreSQL database for one test.
 pub async fn pg_database() -> String {
     use sqlx::Connection as _;
@@ -37,7 +56,7 @@ pub async fn pg_database() -> String {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin}: {e}"));
-    let name = format!("sociogate_it_{}", unique());
+    let name = format!("{TEST_DATABASE_PREFIX}{}", unique());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -171,6 +190,14 @@ async fn spawn_collector(
 impl Client {
     /// Connects, declares the gateway's topology and binds a collecting queue to every output.
     pub async fn connect(config: &Config) -> Client {
+        bounded(
+            "connecting to RabbitMQ and declaring the test topology",
+            Self::connect_unbounded(config),
+        )
+        .await
+    }
+
+    async fn connect_unbounded(config: &Config) -> Client {
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ must run at {}: {e}", amqp_url()));
@@ -259,18 +286,21 @@ impl Client {
         if let Some(c) = correlation_id {
             props = props.with_correlation_id(c.into());
         }
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.config.amqp.inbound_queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let confirmed = confirm.await.unwrap_or_else(|e| panic!("{e}"));
+        let confirmed = bounded("publishing with a confirm", async {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    self.config.amqp.inbound_queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await;
         assert!(confirmed.is_ack(), "the broker confirmed the publish");
     }
 
@@ -322,6 +352,93 @@ impl Client {
             .filter(|m| m.routing_key.starts_with(prefix))
             .collect()
     }
+}
+
+/// Deletes what a test left on the broker and in PostgreSQL, also when the test panicked.
+/// RabbitMQ keeps a file handle per quorum queue; thousands of leftovers from earlier runs
+/// exhaust its limit and it stops answering (seen: 1,500 leftovers wedged a broker with 1,024
+/// handles, and every later run hung).
+impl Drop for Client {
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        // Drop cannot await, and the test's runtime may be shutting down: clean up on a thread
+        // with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_broker_topology(&config)).await;
+                let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_database(&config)).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes the queues and exchanges named in `config` (and the client's own queues).
+async fn remove_broker_topology(config: &Config) {
+    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let a = &config.amqp;
+    for queue in [
+        a.inbound_queue.clone(),
+        a.dead_letter_queue.clone(),
+        format!("{}.collect", a.inbound_queue),
+        format!("{}.reply", a.inbound_queue),
+    ] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        &a.referrals_exchange,
+        &a.insurers_exchange,
+        &a.rejected_exchange,
+    ] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
+/// Drops the test's PostgreSQL database or removes its SQLite file.
+async fn remove_database(config: &Config) {
+    use sqlx::Connection as _;
+    let url = &config.store.database_url;
+    if let Some(file) = url.strip_prefix("sqlite://") {
+        let path = file.split('?').next().unwrap_or(file);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        return;
+    }
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    // Only what pg_database made, and only a plain identifier.
+    if !name.starts_with(TEST_DATABASE_PREFIX)
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return;
+    }
+    let Ok(mut admin) = sqlx::PgConnection::connect(&pg_admin_url()).await else {
+        return;
+    };
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
 }
 
 /// A valid KVNR for `n` (letter from n, digits from n, check digit computed).
