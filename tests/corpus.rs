@@ -224,3 +224,37 @@ fn isik_coverage_and_patient_identifiers_are_normalised() {
         "old spelling normalised"
     );
 }
+
+#[test]
+fn every_corpus_bundle_decodes_alike_by_the_bundle_fast_path_and_by_the_resource_enum() {
+    use fhir_sdk::r4b::resources::Resource;
+    let mut files = Vec::new();
+    all_files(&corpus(), &mut files);
+    let limits = sociogate::decode::Limits::default();
+    let (mut bundles, mut both_failed) = (0, 0);
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let bytes = sociogate::decode::strip_bom(&bytes);
+        let Ok(shape) = sociogate::decode::fhir_json::scan(bytes, 64) else {
+            continue;
+        };
+        if shape.top_level_type != Some(b"Bundle".as_slice()) {
+            continue;
+        }
+        bundles += 1;
+        let fast = sociogate::decode::fhir_json::decode(bytes, &limits).ok();
+        let by_enum = serde_json::from_slice::<Resource>(bytes).ok();
+        if fast.is_none() {
+            both_failed += 1;
+        }
+        assert_eq!(fast, by_enum, "{}", path.display());
+    }
+    assert!(bundles > 50, "the corpus has many Bundles: {bundles}");
+    assert!(
+        both_failed < bundles,
+        "{both_failed} of {bundles} failed on both paths"
+    );
+}

@@ -68,7 +68,16 @@ const R4_ONLY: &[&str] = &[
 
 /// Decodes FHIR R4 JSON into the typed model.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Resource, DecodeError> {
-    check_depth(bytes, limits.max_depth)?;
+    let shape = scan(bytes, limits.max_depth)?;
+    // `Resource` is an internally tagged enum: serde buffers the whole document before it can
+    // pick the variant, and every nested resource again. A Bundle (nearly every inbound message)
+    // is read straight into its struct instead, which saves the outermost buffering; the
+    // entries' resources still go through the enum. Same model, same result, less copying.
+    if shape.top_level_type == Some(b"Bundle".as_slice())
+        && let Ok(bundle) = serde_json::from_slice::<fhir_sdk::r4b::resources::Bundle>(bytes)
+    {
+        return Ok(Resource::Bundle(bundle));
+    }
     match serde_json::from_slice::<Resource>(bytes) {
         Ok(resource) => Ok(resource),
         Err(typed_error) => Err(classify(bytes, &typed_error)),
@@ -154,36 +163,88 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Rejects payloads nested deeper than `max_depth` before any tree is built. Scans bytes once,
-/// skipping string contents.
+/// What the pre-parse scan learned about a payload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Shape<'a> {
+    /// The value of the top-level `resourceType`, when it is a plain string (no escapes).
+    pub top_level_type: Option<&'a [u8]>,
+}
+
+/// Rejects payloads nested deeper than `max_depth` before any tree is built. Scans the bytes
+/// once, jumping over string contents with `memchr` (a base64 attachment is one jump), and
+/// notes the top-level `resourceType` on the way.
 pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), DecodeError> {
+    scan(bytes, max_depth).map(|_| ())
+}
+
+/// [`check_depth`], returning the [`Shape`] it saw.
+pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
+    let mut shape = Shape::default();
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    // The last structural byte seen at depth 1 (inside the top-level object): a string right
+    // after `{` or `,` is a key, after `:` a value.
+    let mut last_structural = 0u8;
+    let mut last_key_was_resource_type = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                let start = i + 1;
+                let mut end = start;
+                let mut escaped_inside = false;
+                // Find the closing quote: the next quote not preceded by an escaping backslash.
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[end..]) {
+                        Some(k) if bytes[end + k] == b'\\' => {
+                            escaped_inside = true;
+                            end += k + 2;
+                            if end > bytes.len() {
+                                return Ok(shape); // unterminated: the parser reports it
+                            }
+                        }
+                        Some(k) => {
+                            end += k;
+                            break;
+                        }
+                        None => return Ok(shape),
+                    }
+                }
+                if depth == 1 && !escaped_inside {
+                    let text = &bytes[start..end];
+                    if matches!(last_structural, b'{' | b',') {
+                        last_key_was_resource_type = text == b"resourceType";
+                    } else if last_structural == b':' && last_key_was_resource_type {
+                        shape.top_level_type.get_or_insert(text);
+                    }
+                }
+                if depth == 1 {
+                    last_structural = b'"';
+                }
+                i = end + 1;
+                continue;
+            }
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max_depth {
                     return Err(DecodeError::TooDeep { limit: max_depth });
                 }
+                if depth == 1 {
+                    last_structural = b;
+                }
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 1 {
+                    last_structural = b;
+                }
+            }
+            b':' | b',' if depth == 1 => last_structural = b,
             _ => {}
         }
+        i += 1;
     }
-    Ok(())
+    Ok(shape)
 }
 
 #[cfg(test)]
@@ -246,6 +307,41 @@ mod tests {
             "[".repeat(200)
         );
         assert!(check_depth(text.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn the_scan_notes_the_top_level_resource_type_only() {
+        let shape = |text: &str| {
+            scan(text.as_bytes(), 64).map(|s| {
+                s.top_level_type
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+            })
+        };
+        // A nested resourceType (the first one in the text) is not the top level's.
+        let bundle =
+            r#"{"entry":[{"resource":{"resourceType":"Patient"}}], "resourceType" : "Bundle"}"#;
+        assert_eq!(shape(bundle), Ok(Some("Bundle".to_owned())));
+        // A value that reads "resourceType" is not a key.
+        assert_eq!(shape(r#"{"id":"resourceType","x":"Patient"}"#), Ok(None));
+        // Escaped quotes and backslashes inside strings are jumped over correctly.
+        assert_eq!(
+            shape(r#"{"text":"a \"quoted\" \\ [{ value","resourceType":"Basic"}"#),
+            Ok(Some("Basic".to_owned()))
+        );
+        // An escaped type name is left to the parser (the enum path reads it).
+        assert_eq!(shape(r#"{"resourceType":"Bun\u0064le"}"#), Ok(None));
+        // Unterminated strings end the scan; the parser reports them.
+        assert_eq!(shape(r#"{"resourceType":"Bund"#), Ok(None));
+        assert_eq!(shape(r#"{"a":"\"#), Ok(None));
+    }
+
+    #[test]
+    fn a_bundle_decodes_the_same_by_the_struct_and_by_the_enum() {
+        let bytes = include_bytes!("../../examples/de-first-prescription-message.json");
+        let direct = decode(bytes, &limits());
+        let by_enum = serde_json::from_slice::<Resource>(bytes).ok();
+        assert!(matches!(direct, Ok(Resource::Bundle(_))));
+        assert_eq!(direct.ok(), by_enum);
     }
 
     #[test]
