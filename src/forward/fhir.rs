@@ -69,12 +69,6 @@ struct RawEntry<'a> {
     resource: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(rename = "resourceType", borrow)]
-    resource_type: Cow<'a, str>,
-}
-
 /// The inbound resources worth forwarding. With `redaction`, the resources it names are
 /// parsed, stripped and written again; all others stay byte for byte.
 pub fn forwarded_entries<'a>(
@@ -88,10 +82,16 @@ pub fn forwarded_entries<'a>(
         return out;
     };
     let mut push = |full_url: String, raw: &'a RawValue| {
-        let Ok(head) = serde_json::from_str::<Head<'_>>(raw.get()) else {
+        // The resource's own type, by the byte scan rather than a second parse of the resource
+        // (it was parsed once already by decode, and is copied below as it is).
+        let Some(resource_type) = crate::decode::fhir_json::scan(raw.get().as_bytes(), usize::MAX)
+            .ok()
+            .and_then(|shape| shape.top_level_type)
+            .and_then(|t| std::str::from_utf8(t).ok())
+        else {
             return;
         };
-        if !FORWARDED.contains(&head.resource_type.as_ref()) {
+        if !FORWARDED.contains(&resource_type) {
             return;
         }
         let mut json = Cow::Borrowed(raw.get());
@@ -109,7 +109,7 @@ pub fn forwarded_entries<'a>(
         }
         out.push(Forwarded {
             full_url,
-            resource_type: head.resource_type.into_owned(),
+            resource_type: resource_type.to_owned(),
             json,
         });
     };

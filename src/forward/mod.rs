@@ -77,6 +77,8 @@ pub fn plan(
             // Non-disclosure (e.g. turvakielto): no recipient gets address or contact details.
             let non_disclosure = referral.patient.as_ref().is_some_and(|p| p.non_disclosure);
             let redaction = non_disclosure.then(|| mappings.non_disclosure());
+            let referral = redacted_referral(referral, non_disclosure);
+            let referral = referral.as_ref();
             // FHIR XML is forwarded in its FHIR JSON shape (before the typed parse, which
             // drops what the model does not know); CDA has no FHIR of its own.
             let converted = processed
@@ -86,7 +88,7 @@ pub fn plan(
             let from_canonical = |content_type: &str| {
                 canonical::canonical_entries(
                     origin.gateway_id,
-                    &redacted_referral(referral, non_disclosure),
+                    referral,
                     origin.body,
                     content_type,
                     non_disclosure,
@@ -104,7 +106,6 @@ pub fn plan(
                     redaction,
                 ),
             };
-            let referral = &redacted_referral(referral, non_disclosure);
             let product = referral
                 .jurisdiction
                 .and_then(|j| mappings.claim_product(j));
@@ -207,12 +208,20 @@ pub fn plan(
 }
 
 /// The referral as recipients may see it: without the patient's address under non-disclosure.
-fn redacted_referral(referral: &Referral, non_disclosure: bool) -> Referral {
+/// Borrowed unless there is something to withhold (a clone costs many small allocations).
+fn redacted_referral(referral: &Referral, non_disclosure: bool) -> std::borrow::Cow<'_, Referral> {
+    let has_address = referral
+        .patient
+        .as_ref()
+        .is_some_and(|p| p.address.is_some());
+    if !(non_disclosure && has_address) {
+        return std::borrow::Cow::Borrowed(referral);
+    }
     let mut referral = referral.clone();
-    if non_disclosure && let Some(patient) = referral.patient.as_mut() {
+    if let Some(patient) = referral.patient.as_mut() {
         patient.address = None;
     }
-    referral
+    std::borrow::Cow::Owned(referral)
 }
 
 /// Converts the FHIR JSON outputs for subscribers that asked for FHIR XML.
