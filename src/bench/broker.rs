@@ -62,6 +62,7 @@ pub struct Gateway {
     child: Child,
     /// Unique suffix of the names.
     pub suffix: String,
+    amqp_url: String,
 }
 
 impl Gateway {
@@ -81,9 +82,45 @@ impl Gateway {
 }
 
 impl Drop for Gateway {
+    /// Stops the child and deletes its queues and exchanges: RabbitMQ keeps a file handle per
+    /// quorum queue, and leftovers of many runs exhaust them until the broker stops answering.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let url = self.amqp_url.clone();
+        let queues = ["inbound", "dead-letter", "collect"].map(|q| self.name(q));
+        let exchanges = ["referrals", "insurers", "rejected"].map(|x| self.name(x));
+        // Drop cannot await, and may run inside the bench's runtime: use a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let work = async {
+                    let (connection, channel) = connect(&url).await?;
+                    for q in &queues {
+                        let _ = channel
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in &exchanges {
+                        let _ = channel
+                            .exchange_delete(
+                                x.as_str().into(),
+                                lapin::options::ExchangeDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                    let _ = connection.close(200, "bench done".into()).await;
+                    BenchResult::Ok(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(15), work).await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
@@ -121,7 +158,11 @@ pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway>
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok(Gateway { child, suffix })
+    Ok(Gateway {
+        child,
+        suffix,
+        amqp_url: amqp_url.to_owned(),
+    })
 }
 
 async fn quorum_queue(channel: &Channel, name: &str) -> BenchResult<()> {

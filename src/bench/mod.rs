@@ -67,15 +67,70 @@ fn machine() -> String {
     )
 }
 
-fn sqlite_url() -> String {
+/// A store made for one run: its SQLite file or PostgreSQL database goes when it is dropped, so
+/// repeated runs leave nothing behind.
+struct ScratchStore {
+    url: String,
+    /// The PostgreSQL server's admin URL (for `DROP DATABASE`); none for SQLite.
+    admin: Option<String>,
+    /// The database's name (PostgreSQL) or file path (SQLite).
+    name: String,
+}
+
+impl std::ops::Deref for ScratchStore {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchStore {
+    fn drop(&mut self) {
+        let Some(admin) = self.admin.clone() else {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+            }
+            return;
+        };
+        let name = self.name.clone();
+        // Drop cannot await, and runs inside the bench's runtime: use a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn sqlite_url() -> ScratchStore {
     let path = std::env::temp_dir().join(format!(
         "sociogate-bench-{}.db",
         uuid::Uuid::new_v4().simple()
     ));
-    format!("sqlite://{}?mode=rwc", path.display())
+    ScratchStore {
+        url: format!("sqlite://{}?mode=rwc", path.display()),
+        admin: None,
+        name: path.display().to_string(),
+    }
 }
 
-async fn fresh_postgres(admin: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+async fn fresh_postgres(
+    admin: &str,
+) -> Result<ScratchStore, Box<dyn std::error::Error + Send + Sync>> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(admin).await?;
     let name = format!(
@@ -86,7 +141,11 @@ async fn fresh_postgres(admin: &str) -> Result<String, Box<dyn std::error::Error
         .execute(&mut conn)
         .await?;
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    Ok(format!("{base}/{name}"))
+    Ok(ScratchStore {
+        url: format!("{base}/{name}"),
+        admin: Some(admin.to_owned()),
+        name,
+    })
 }
 
 /// Runs the benchmarks.
