@@ -2,15 +2,14 @@
 //! validates (exceptions listed with their reasons), hand-made invalid fixtures fail with the line
 //! of the fault, and no document value reaches a message.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{all_files, corpus};
 use sociogate::decode::cda_schema::{self, SchemaViolation};
 use sociogate::decode::xml::{self, Node, Reader};
 use sociogate::decode::{DecodeError, Limits};
-
-fn corpus() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus"))
-}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cda"))
@@ -67,20 +66,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 /// The text of a document as the safety layer passes it on: decoded to UTF-8 and read through
 /// once (no DTD, depth and attribute limits, namespaces declared).
 fn safe_text(bytes: &[u8]) -> Result<String, DecodeError> {
@@ -128,10 +113,10 @@ fn show(violations: &[SchemaViolation]) -> String {
 
 #[test]
 fn every_cda_document_of_the_corpus_validates_except_the_listed_ones() {
-    let mut files = Vec::new();
-    for dir in ["hl7-c-cda-examples", "fhir-test-cases-cda"] {
-        all_files(&corpus().join(dir), &mut files);
-    }
+    let mut files: Vec<PathBuf> = ["hl7-c-cda-examples", "fhir-test-cases-cda"]
+        .iter()
+        .flat_map(|dir| all_files(&corpus().join(dir)))
+        .collect();
     files.sort();
     let mut valid = Vec::new();
     let mut failures = Vec::new();

@@ -3,31 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{codes, corpus, engine, process, verdict};
+use common::{all_files, codes, corpus, engine, process, verdict};
 use sociogate::check::Verdict;
 use sociogate::model::IdentifierKind;
-
-fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            all_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
 
 #[test]
 fn every_corpus_file_gets_a_verdict_with_an_outcome() {
     let engine = engine();
-    let mut files = Vec::new();
-    all_files(&corpus(), &mut files);
+    let files = all_files(&corpus());
     assert!(
         files.len() > 1000,
         "corpus looks incomplete: {} files",
@@ -228,8 +211,7 @@ fn isik_coverage_and_patient_identifiers_are_normalised() {
 #[test]
 fn every_corpus_bundle_decodes_alike_by_the_bundle_fast_path_and_by_the_resource_enum() {
     use fhir_sdk::r4b::resources::Resource;
-    let mut files = Vec::new();
-    all_files(&corpus(), &mut files);
+    let files = all_files(&corpus());
     let limits = sociogate::decode::Limits::default();
     let (mut bundles, mut both_failed) = (0, 0);
     for path in files

@@ -90,37 +90,25 @@ impl Drop for Gateway {
         let url = self.amqp_url.clone();
         let queues = ["inbound", "dead-letter", "collect"].map(|q| self.name(q));
         let exchanges = ["referrals", "insurers", "rejected"].map(|x| self.name(x));
-        // Drop cannot await, and may run inside the bench's runtime: use a thread of its own.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        super::block_on_own_thread(async move {
+            let Ok((connection, channel)) = connect(&url).await else {
                 return;
             };
-            runtime.block_on(async {
-                let work = async {
-                    let (connection, channel) = connect(&url).await?;
-                    for q in &queues {
-                        let _ = channel
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for x in &exchanges {
-                        let _ = channel
-                            .exchange_delete(
-                                x.as_str().into(),
-                                lapin::options::ExchangeDeleteOptions::default(),
-                            )
-                            .await;
-                    }
-                    let _ = connection.close(200, "bench done".into()).await;
-                    BenchResult::Ok(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(15), work).await;
-            });
+            for q in &queues {
+                let _ = channel
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for x in &exchanges {
+                let _ = channel
+                    .exchange_delete(
+                        x.as_str().into(),
+                        lapin::options::ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+            let _ = connection.close(200, "bench done".into()).await;
         });
-        let _ = cleanup.join();
     }
 }
 
@@ -424,8 +412,10 @@ pub async fn broker_baseline(
         }
     });
     let started = Instant::now();
-    publish_all(&channel, &q(1), messages, |i| format!("baseline-{i}")).await?;
-    let done = wait_count(&counted, messages.len(), Duration::from_secs(600)).await;
+    // On a failed publish the queues are still deleted below, then the error is returned.
+    let published = publish_all(&channel, &q(1), messages, |i| format!("baseline-{i}")).await;
+    let done =
+        published.is_ok() && wait_count(&counted, messages.len(), Duration::from_secs(600)).await;
     let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
     for hop in hops {
         hop.abort();
@@ -436,6 +426,7 @@ pub async fn broker_baseline(
             .queue_delete(q(n).as_str().into(), QueueDeleteOptions::default())
             .await;
     }
+    published?;
     if !done {
         return Err("the baseline did not finish".into());
     }

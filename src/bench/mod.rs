@@ -93,27 +93,34 @@ impl Drop for ScratchStore {
             return;
         };
         let name = self.name.clone();
-        // Drop cannot await, and runs inside the bench's runtime: use a thread of its own.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                use sqlx::Connection as _;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
+        block_on_own_thread(async move {
+            use sqlx::Connection as _;
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+            }
         });
-        let _ = cleanup.join();
     }
+}
+
+/// Runs `cleanup` to completion (at most 15 s) from a `Drop`: Drop cannot await, and it runs
+/// inside the bench's runtime, so the work gets a thread and a runtime of its own.
+pub(crate) fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let worker = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(15), cleanup).await;
+        });
+    });
+    let _ = worker.join();
 }
 
 fn sqlite_url() -> ScratchStore {

@@ -170,14 +170,9 @@ pub struct Shape<'a> {
     pub top_level_type: Option<&'a [u8]>,
 }
 
-/// Rejects payloads nested deeper than `max_depth` before any tree is built. Scans the bytes
-/// once, jumping over string contents with `memchr` (a base64 attachment is one jump), and
-/// notes the top-level `resourceType` on the way.
-pub fn check_depth(bytes: &[u8], max_depth: usize) -> Result<(), DecodeError> {
-    scan(bytes, max_depth).map(|_| ())
-}
-
-/// [`check_depth`], returning the [`Shape`] it saw.
+/// Rejects payloads nested deeper than `max_depth` before any tree is built, and returns the
+/// [`Shape`] seen on the way. Scans the bytes once, jumping over string contents with `memchr`
+/// (a base64 attachment is one jump).
 pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
     let mut shape = Shape::default();
     let mut depth = 0usize;
@@ -306,7 +301,7 @@ mod tests {
             r#"{{"resourceType":"Basic","id":"{}","code":{{"text":"x"}}}}"#,
             "[".repeat(200)
         );
-        assert!(check_depth(text.as_bytes(), 64).is_ok());
+        assert!(scan(text.as_bytes(), 64).is_ok());
     }
 
     #[test]
