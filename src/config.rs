@@ -132,7 +132,8 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
-    /// Poll interval when the outbox is empty (milliseconds).
+    /// How often an idle relay looks for rows it was not told of (milliseconds): rows other
+    /// instances wrote, and claims whose lease expired. Commits in this process wake it at once.
     pub poll_interval_ms: u64,
     /// Rows published per batch.
     pub batch_size: i64,

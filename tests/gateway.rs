@@ -21,6 +21,13 @@ fn provider_bundles(client: &Client) -> Vec<Value> {
         .collect()
 }
 
+fn provider_bundles_in(received: &[common::service::Received]) -> usize {
+    received
+        .iter()
+        .filter(|m| m.routing_key.starts_with("provider.") && m.routing_key.ends_with(".fhir"))
+        .count()
+}
+
 async fn end_to_end(database_url: String) {
     let cfg = config(&database_url);
     let mut client = Client::connect(&cfg).await;
@@ -229,6 +236,45 @@ async fn a_redelivered_or_resent_message_produces_one_output() {
         .await
         .unwrap_or_default();
     assert_eq!(counts, vec![("accepted".to_owned(), 2)]);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_relay_instead_of_waiting_for_its_next_poll() {
+    let mut cfg = config(&pg_database().await);
+    // An hour between polls: outputs can only arrive within WAIT if the commit wakes the relay.
+    cfg.outbox.poll_interval_ms = 3_600_000;
+    let mut client = Client::connect(&cfg).await;
+    let running = app::start(cfg.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for n in 0..3 {
+        let body = referral_for(&kvnr(5100 + n), 10, &uuid::Uuid::new_v4().to_string());
+        client
+            .publish(&body, Some(&format!("wake-{n}")), None, None)
+            .await;
+        // One at a time, so each is published from an idle relay.
+        assert!(
+            client
+                .wait_for(WAIT, |r| provider_bundles_in(r) == n as usize + 1
+                    && r.iter()
+                        .filter(|m| m.routing_key.starts_with("payer."))
+                        .count()
+                        == n as usize + 1)
+                .await,
+            "referral {n} was not forwarded"
+        );
+    }
+    // Every published row was marked sent, in one statement per batch.
+    let mut depth = -1;
+    for _ in 0..100 {
+        depth = running.gateway.store().outbox_depth().await.unwrap_or(-1);
+        if depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(depth, 0);
     running.shutdown().await;
 }
 

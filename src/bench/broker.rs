@@ -141,7 +141,6 @@ pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway>
         .env("SOCIOGATE_AMQP__REJECTED_EXCHANGE", n("rejected"))
         .env("SOCIOGATE_AMQP__DEAD_LETTER_QUEUE", n("dead-letter"))
         .env("SOCIOGATE_AMQP__PUBLISH_CANONICAL", "false")
-        .env("SOCIOGATE_OUTBOX__POLL_INTERVAL_MS", "5")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

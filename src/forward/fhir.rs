@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::mappings::{ClaimProduct, NonDisclosure};
 
@@ -135,56 +135,217 @@ pub fn forwarded_entries<'a>(
 }
 
 /// A Bundle of type message: the gateway's own entries, then the forwarded ones as they were.
+/// Written straight into one buffer: the gateway's resources are borrowed structs, the
+/// forwarded ones are copied as text (no `serde_json::Value` tree in between).
 fn message_bundle(
     identifier: &str,
-    own: Vec<(String, Value)>,
+    own: &[(&str, &dyn erased::Resource)],
     forwarded: &[Forwarded<'_>],
 ) -> String {
-    let head = json!({
-        "resourceType": "Bundle",
-        "identifier": { "system": REFERRAL_ID_SYSTEM, "value": identifier },
-        "type": "message",
-        "timestamp": now(),
-    })
-    .to_string();
-    let mut out = String::with_capacity(
-        head.len() + forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 2048,
-    );
+    let head = BundleHead {
+        resource_type: "Bundle",
+        identifier: Identifier {
+            system: Some(REFERRAL_ID_SYSTEM),
+            value: identifier,
+        },
+        kind: "message",
+        timestamp: &now(),
+    };
+    let mut out: Vec<u8> =
+        Vec::with_capacity(forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 4096);
+    // Writing into a Vec cannot fail, and these structs hold only strings and numbers.
+    let _ = serde_json::to_writer(&mut out, &head);
     // `head` is an object: reopen it to append the entries.
-    out.push_str(&head[..head.len() - 1]);
-    out.push_str(",\"entry\":[");
+    out.pop();
+    out.extend_from_slice(b",\"entry\":[");
     let mut first = true;
     for (url, resource) in own {
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        out.push_str(&json!({ "fullUrl": url, "resource": resource }).to_string());
+        out.extend_from_slice(b"{\"fullUrl\":");
+        let _ = serde_json::to_writer(&mut out, url);
+        out.extend_from_slice(b",\"resource\":");
+        let _ = resource.write(&mut out);
+        out.push(b'}');
     }
     for f in forwarded {
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        out.push_str("{\"fullUrl\":");
-        out.push_str(&Value::String(f.full_url.clone()).to_string());
-        out.push_str(",\"resource\":");
-        out.push_str(&f.json);
-        out.push('}');
+        out.extend_from_slice(b"{\"fullUrl\":");
+        let _ = serde_json::to_writer(&mut out, f.full_url.as_str());
+        out.extend_from_slice(b",\"resource\":");
+        out.extend_from_slice(f.json.as_bytes());
+        out.push(b'}');
     }
-    out.push_str("]}");
-    out
+    out.extend_from_slice(b"]}");
+    // Every part is valid UTF-8: serde_json's output and the forwarded resources' `&str`.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// The references of the ServiceRequest the Task repeats.
+/// The gateway's own resources as one trait object type, so a Bundle can list them together.
+mod erased {
+    /// A resource the gateway writes.
+    pub trait Resource {
+        /// Appends its JSON to `out`.
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Resource for T {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+            serde_json::to_writer(out, self)
+        }
+    }
+}
+
+/// The fields of a message Bundle before its entries.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleHead<'a> {
+    resource_type: &'static str,
+    identifier: Identifier<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: &'a str,
+}
+
+/// FHIR Identifier.
+#[derive(Serialize)]
+struct Identifier<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    value: &'a str,
+}
+
+/// FHIR Coding.
+#[derive(Serialize)]
+struct Coding<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+impl<'a> Coding<'a> {
+    fn new(system: &'a str, code: &'a str) -> Coding<'a> {
+        Coding {
+            system: Some(system),
+            version: None,
+            code,
+            display: None,
+        }
+    }
+}
+
+/// FHIR CodeableConcept (codings only).
+#[derive(Serialize)]
+struct CodeableConcept<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+impl<'a> CodeableConcept<'a> {
+    fn of(system: &'a str, code: &'a str) -> CodeableConcept<'a> {
+        CodeableConcept {
+            coding: [Coding::new(system, code)],
+        }
+    }
+}
+
+/// FHIR Reference: a literal reference, a logical one by identifier, or a display alone.
+#[derive(Serialize, Default)]
+struct Reference<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<Identifier<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    fn to(url: &'a str) -> Reference<'a> {
+        Reference {
+            reference: Some(url),
+            ..Reference::default()
+        }
+    }
+
+    fn display(text: &'a str) -> Reference<'a> {
+        Reference {
+            display: Some(text),
+            ..Reference::default()
+        }
+    }
+
+    fn identified(id: &'a crate::model::Identifier) -> Reference<'a> {
+        Reference {
+            identifier: Some(Identifier {
+                system: id.system.as_deref(),
+                value: &id.value,
+            }),
+            ..Reference::default()
+        }
+    }
+}
+
+/// The gateway's MessageHeader.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageHeader<'a> {
+    resource_type: &'static str,
+    event_coding: Coding<'a>,
+    source: MessageSource,
+    focus: Vec<Reference<'a>>,
+}
+
+#[derive(Serialize)]
+struct MessageSource {
+    name: &'static str,
+    endpoint: &'static str,
+}
+
+const SOURCE: MessageSource = MessageSource {
+    name: "sociogate",
+    endpoint: "urn:sociogate",
+};
+
+/// The references of the ServiceRequest the Task repeats, as the sender wrote them.
 #[derive(Deserialize, Default)]
-struct RequestRefs {
-    #[serde(default)]
-    subject: Option<Value>,
-    #[serde(default)]
-    requester: Option<Value>,
-    #[serde(default)]
-    performer: Vec<Value>,
+struct RequestRefs<'a> {
+    #[serde(default, borrow)]
+    subject: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    requester: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    performer: Vec<&'a RawValue>,
+}
+
+/// The Task that asks a provider to take the referral on.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Task<'a> {
+    resource_type: &'static str,
+    identifier: [Identifier<'a>; 1],
+    status: &'static str,
+    intent: &'static str,
+    code: CodeableConcept<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    focus: Option<Reference<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    based_on: Option<[Reference<'a>; 1]>,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    for_patient: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requester: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a RawValue>,
+    authored_on: &'a str,
 }
 
 /// A stable UUID for the n-th generated fullUrl of a message.
@@ -195,72 +356,136 @@ pub(crate) fn derived_uuid(gateway_id: &str, n: usize) -> uuid::Uuid {
     )
 }
 
-fn service_request_url(entries: &[Forwarded<'_>]) -> Option<String> {
-    entries
-        .iter()
-        .find(|f| f.resource_type == "ServiceRequest")
-        .map(|f| f.full_url.clone())
+fn service_request<'e, 'a>(entries: &'e [Forwarded<'a>]) -> Option<&'e Forwarded<'a>> {
+    entries.iter().find(|f| f.resource_type == "ServiceRequest")
 }
 
-fn identifier_json(referral: &Referral, kinds: &[IdentifierKind]) -> Option<Value> {
+fn first_identifier<'r>(
+    referral: &'r Referral,
+    kinds: &[IdentifierKind],
+) -> Option<&'r crate::model::Identifier> {
     let patient = referral.patient.as_ref()?;
     kinds
         .iter()
         .find_map(|k| patient.ids.iter().find(|i| i.kind == *k))
-        .map(|i| json!({ "system": i.system, "value": i.value }))
 }
 
 /// FHIR message Bundle for providers: MessageHeader `referral-validated`, a Task with status
 /// `ready`, and the sender's ServiceRequest, Patient, Practitioner, Condition, Coverage, ...
 pub fn provider_bundle(gateway_id: &str, entries: &[Forwarded<'_>]) -> String {
-    let sr_url = service_request_url(entries);
+    let request = service_request(entries);
+    let sr_url = request.map(|f| f.full_url.as_str());
     let task_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 10_000));
     let header_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 10_001));
-    let refs: RequestRefs = entries
-        .iter()
-        .find(|f| f.resource_type == "ServiceRequest")
+    let refs: RequestRefs<'_> = request
         .and_then(|f| serde_json::from_str(&f.json).ok())
         .unwrap_or_default();
-    let mut task = Map::new();
-    task.insert("resourceType".into(), json!("Task"));
-    task.insert(
-        "identifier".into(),
-        json!([{ "system": REFERRAL_ID_SYSTEM, "value": gateway_id }]),
-    );
-    task.insert("status".into(), json!("ready"));
-    task.insert("intent".into(), json!("order"));
-    task.insert(
-        "code".into(),
-        json!({ "coding": [{ "system": "http://hl7.org/fhir/CodeSystem/task-code", "code": "fulfill" }] }),
-    );
-    if let Some(url) = &sr_url {
-        task.insert("focus".into(), json!({ "reference": url }));
-        task.insert("basedOn".into(), json!([{ "reference": url }]));
-    }
-    if let Some(subject) = refs.subject {
-        task.insert("for".into(), subject);
-    }
-    if let Some(requester) = refs.requester {
-        task.insert("requester".into(), requester);
-    }
-    if let Some(owner) = refs.performer.into_iter().next() {
-        task.insert("owner".into(), owner);
-    }
-    task.insert("authoredOn".into(), json!(now()));
-    let mut header = json!({
-        "resourceType": "MessageHeader",
-        "eventCoding": { "system": EVENT_SYSTEM, "code": "referral-validated" },
-        "source": { "name": "sociogate", "endpoint": "urn:sociogate" },
-        "focus": [{ "reference": task_url }],
-    });
-    if let (Some(url), Some(focus)) = (&sr_url, header["focus"].as_array_mut()) {
-        focus.push(json!({ "reference": url }));
-    }
+    let authored_on = now();
+    let task = Task {
+        resource_type: "Task",
+        identifier: [Identifier {
+            system: Some(REFERRAL_ID_SYSTEM),
+            value: gateway_id,
+        }],
+        status: "ready",
+        intent: "order",
+        code: CodeableConcept::of("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
+        focus: sr_url.map(Reference::to),
+        based_on: sr_url.map(|url| [Reference::to(url)]),
+        for_patient: refs.subject,
+        requester: refs.requester,
+        owner: refs.performer.first().copied(),
+        authored_on: &authored_on,
+    };
+    let mut focus = vec![Reference::to(&task_url)];
+    focus.extend(sr_url.map(Reference::to));
+    let header = MessageHeader {
+        resource_type: "MessageHeader",
+        event_coding: Coding::new(EVENT_SYSTEM, "referral-validated"),
+        source: SOURCE,
+        focus,
+    };
     message_bundle(
         &format!("{gateway_id}/provider"),
-        vec![(header_url, header), (task_url, Value::Object(task))],
+        &[(&header_url, &header), (&task_url, &task)],
         entries,
     )
+}
+
+/// The Claim with `use = preauthorization` the insurer is asked to approve.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PreauthorizationClaim<'a> {
+    resource_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extension: Option<[StringExtension<'a>; 1]>,
+    identifier: [Identifier<'a>; 1],
+    status: &'static str,
+    #[serde(rename = "type")]
+    kind: CodeableConcept<'a>,
+    #[serde(rename = "use")]
+    claim_use: &'static str,
+    patient: Reference<'a>,
+    created: &'a str,
+    insurer: Reference<'a>,
+    provider: Reference<'a>,
+    priority: CodeableConcept<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referral: Option<Reference<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    diagnosis: Vec<ClaimDiagnosis<'a>>,
+    insurance: [ClaimInsurance<'a>; 1],
+    item: [ClaimItem<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StringExtension<'a> {
+    url: &'static str,
+    value_string: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimDiagnosis<'a> {
+    sequence: usize,
+    diagnosis_codeable_concept: CodeableConcept<'a>,
+}
+
+#[derive(Serialize)]
+struct ClaimInsurance<'a> {
+    sequence: u32,
+    focal: bool,
+    coverage: Reference<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimItem<'a> {
+    sequence: u32,
+    product_or_service: CodeableConcept<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serviced_period: Option<Period>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quantity: Option<Quantity>,
+}
+
+#[derive(Serialize)]
+struct Period {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Quantity {
+    value: i64,
+    unit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
 }
 
 /// FHIR message Bundle for the insurer: a Claim with `use = preauthorization` that references
@@ -271,21 +496,18 @@ pub fn preauthorization_bundle(
     entries: &[Forwarded<'_>],
     product: Option<&ClaimProduct>,
 ) -> String {
-    let sr_url = service_request_url(entries);
+    let sr_url = service_request(entries).map(|f| f.full_url.as_str());
     let claim_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 20_000));
     let header_url = format!("urn:uuid:{}", derived_uuid(gateway_id, 20_001));
     let url_of = |rt: &str| {
         entries
             .iter()
             .find(|f| f.resource_type == rt)
-            .map(|f| f.full_url.clone())
+            .map(|f| f.full_url.as_str())
     };
-    let coverage_url = url_of("Coverage");
-    let patient_url = url_of("Patient");
-
     let patient = match (
-        &patient_url,
-        identifier_json(
+        url_of("Patient"),
+        first_identifier(
             referral,
             &[
                 IdentifierKind::Kvid10,
@@ -295,17 +517,17 @@ pub fn preauthorization_bundle(
             ],
         ),
     ) {
-        (Some(url), _) => json!({ "reference": url }),
-        (None, Some(id)) => json!({ "identifier": id }),
-        (None, None) => json!({ "display": "patient of the referral" }),
+        (Some(url), _) => Reference::to(url),
+        (None, Some(id)) => Reference::identified(id),
+        (None, None) => Reference::display("patient of the referral"),
     };
     let insurer = referral
         .coverage
         .as_ref()
         .and_then(|c| c.payer_ids.first())
         .map_or_else(
-            || json!({ "display": "unknown insurer" }),
-            |i| json!({ "identifier": { "system": i.system, "value": i.value } }),
+            || Reference::display("unknown insurer"),
+            Reference::identified,
         );
     let provider = referral
         .requested_provider
@@ -318,111 +540,114 @@ pub fn preauthorization_bundle(
                 .and_then(|p| p.organisation_ids.first().or(p.person_ids.first()))
         })
         .map_or_else(
-            || json!({ "display": "not yet chosen" }),
-            |i| json!({ "identifier": { "system": i.system, "value": i.value } }),
+            || Reference::display("not yet chosen"),
+            Reference::identified,
         );
-    let coverage = match &coverage_url {
-        Some(url) => json!({ "reference": url }),
-        None => json!({ "display": "coverage of the referral" }),
+    let coverage = url_of("Coverage").map_or_else(
+        || Reference::display("coverage of the referral"),
+        Reference::to,
+    );
+    let product_coding = match product {
+        Some(p) => Coding {
+            display: Some(p.product_display.as_str()),
+            ..Coding::new(&p.product_system, &p.product_code)
+        },
+        None => Coding::new(SERVICE_SYSTEM, "sociotherapy"),
     };
-    let mut item = Map::new();
-    item.insert("sequence".into(), json!(1));
-    let (system, code, display) = match product {
-        Some(p) => (
-            p.product_system.as_str(),
-            p.product_code.as_str(),
-            Some(p.product_display.as_str()),
-        ),
-        None => (SERVICE_SYSTEM, "sociotherapy", None),
-    };
-    let mut coding = json!({ "system": system, "code": code });
-    if let Some(d) = display {
-        coding["display"] = json!(d);
-    }
-    item.insert("productOrService".into(), json!({ "coding": [coding] }));
     let stay_days = referral
         .requested_period
         .and_then(|p| Some((p.end? - p.start?).whole_days() + 1));
-    match (
+    let quantity = match (
         product.map(|p| p.quantity.as_str()),
         referral.requested_units,
         stay_days,
     ) {
-        (Some("days"), _, Some(days)) => {
-            item.insert(
-                "quantity".into(),
-                json!({ "value": days, "unit": "day", "system": "http://unitsofmeasure.org", "code": "d" }),
-            );
-        }
-        (_, Some(units), _) => {
-            item.insert(
-                "quantity".into(),
-                json!({ "value": units.count, "unit": format!("unit of {} min", units.unit_minutes) }),
-            );
-        }
-        _ => {}
-    }
-    if let Some(period) = referral.requested_period {
-        let mut p = Map::new();
-        if let Some(s) = period.start {
-            p.insert("start".into(), json!(date(s)));
-        }
-        if let Some(e) = period.end {
-            p.insert("end".into(), json!(date(e)));
-        }
-        item.insert("servicedPeriod".into(), Value::Object(p));
-    }
-    let diagnosis: Vec<Value> = referral
+        (Some("days"), _, Some(days)) => Some(Quantity {
+            value: days,
+            unit: "day".to_owned(),
+            system: Some("http://unitsofmeasure.org"),
+            code: Some("d"),
+        }),
+        (_, Some(units), _) => Some(Quantity {
+            value: i64::from(units.count),
+            unit: format!("unit of {} min", units.unit_minutes),
+            system: None,
+            code: None,
+        }),
+        _ => None,
+    };
+    let serviced_period = referral.requested_period.map(|period| Period {
+        start: period.start.map(date),
+        end: period.end.map(date),
+    });
+    let diagnosis = referral
         .diagnoses
         .iter()
         .enumerate()
-        .map(|(n, d)| {
-            let mut coding = Map::new();
-            if let Some(s) = &d.system {
-                coding.insert("system".into(), json!(s));
-            }
-            if let Some(v) = &d.system_version {
-                coding.insert("version".into(), json!(v));
-            }
-            coding.insert("code".into(), json!(d.code));
-            json!({ "sequence": n + 1, "diagnosisCodeableConcept": { "coding": [coding] } })
+        .map(|(n, d)| ClaimDiagnosis {
+            sequence: n + 1,
+            diagnosis_codeable_concept: CodeableConcept {
+                coding: [Coding {
+                    system: d.system.as_deref(),
+                    version: d.system_version.as_deref(),
+                    code: &d.code,
+                    display: None,
+                }],
+            },
         })
         .collect();
-    let mut claim = json!({
-        "resourceType": "Claim",
-        "identifier": [{ "system": REFERRAL_ID_SYSTEM, "value": gateway_id }],
-        "status": "active",
-        "type": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional" }] },
-        "use": "preauthorization",
-        "patient": patient,
-        "created": now(),
-        "insurer": insurer,
-        "provider": provider,
-        "priority": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal" }] },
-        "insurance": [{ "sequence": 1, "focal": true, "coverage": coverage }],
-        "item": [Value::Object(item)],
-    });
-    if !diagnosis.is_empty() {
-        claim["diagnosis"] = Value::Array(diagnosis);
-    }
-    if let Some(url) = &sr_url {
-        claim["referral"] = json!({ "reference": url });
-    }
-    if let Some(p) = product {
-        claim["extension"] = json!([{
-            "url": "https://sociogate.org/fhir/StructureDefinition/funding-note",
-            "valueString": p.note,
-        }]);
-    }
-    let header = json!({
-        "resourceType": "MessageHeader",
-        "eventCoding": { "system": EVENT_SYSTEM, "code": "preauthorization-request" },
-        "source": { "name": "sociogate", "endpoint": "urn:sociogate" },
-        "focus": [{ "reference": claim_url }],
-    });
+    let created = now();
+    let claim = PreauthorizationClaim {
+        resource_type: "Claim",
+        extension: product.map(|p| {
+            [StringExtension {
+                url: "https://sociogate.org/fhir/StructureDefinition/funding-note",
+                value_string: &p.note,
+            }]
+        }),
+        identifier: [Identifier {
+            system: Some(REFERRAL_ID_SYSTEM),
+            value: gateway_id,
+        }],
+        status: "active",
+        kind: CodeableConcept::of(
+            "http://terminology.hl7.org/CodeSystem/claim-type",
+            "professional",
+        ),
+        claim_use: "preauthorization",
+        patient,
+        created: &created,
+        insurer,
+        provider,
+        priority: CodeableConcept::of(
+            "http://terminology.hl7.org/CodeSystem/processpriority",
+            "normal",
+        ),
+        referral: sr_url.map(Reference::to),
+        diagnosis,
+        insurance: [ClaimInsurance {
+            sequence: 1,
+            focal: true,
+            coverage,
+        }],
+        item: [ClaimItem {
+            sequence: 1,
+            product_or_service: CodeableConcept {
+                coding: [product_coding],
+            },
+            serviced_period,
+            quantity,
+        }],
+    };
+    let header = MessageHeader {
+        resource_type: "MessageHeader",
+        event_coding: Coding::new(EVENT_SYSTEM, "preauthorization-request"),
+        source: SOURCE,
+        focus: vec![Reference::to(&claim_url)],
+    };
     message_bundle(
         &format!("{gateway_id}/insurer"),
-        vec![(header_url, header), (claim_url, claim)],
+        &[(&header_url, &header), (&claim_url, &claim)],
         entries,
     )
 }
@@ -474,4 +699,125 @@ fn is_fhir_id(s: &str) -> bool {
 
 fn date(d: time::Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Coverage, Diagnosis, Identifier as ModelIdentifier, ReferralIds};
+
+    const SERVICE_REQUEST: &str = r#"{"resourceType":"ServiceRequest","id":"sr","status":"active","intent":"order",
+        "subject":{"reference":"urn:uuid:p-1"},"requester":{"reference":"urn:uuid:pr-1","display":"Dr. A"},
+        "performer":[{"identifier":{"system":"http://fhir.de/sid/arge-ik/iknr","value":"123456789"}}]}"#;
+
+    fn entries() -> Vec<Forwarded<'static>> {
+        vec![
+            Forwarded {
+                full_url: "urn:uuid:sr-1".into(),
+                resource_type: "ServiceRequest".into(),
+                json: Cow::Borrowed(SERVICE_REQUEST),
+            },
+            Forwarded {
+                full_url: "urn:uuid:p-1".into(),
+                resource_type: "Patient".into(),
+                json: Cow::Borrowed(r#"{"resourceType":"Patient","unknownElement":[1.50]}"#),
+            },
+        ]
+    }
+
+    fn nulls(value: &Value) -> usize {
+        match value {
+            Value::Null => 1,
+            Value::Array(items) => items.iter().map(nulls).sum(),
+            Value::Object(obj) => obj.values().map(nulls).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn provider_bundle_has_a_task_that_repeats_the_senders_references()
+    -> Result<(), serde_json::Error> {
+        let bundle: Value = serde_json::from_str(&provider_bundle("g-1", &entries()))?;
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "message");
+        assert_eq!(bundle["identifier"]["value"], "g-1/provider");
+        let header = &bundle["entry"][0]["resource"];
+        assert_eq!(header["eventCoding"]["code"], "referral-validated");
+        let task_url = bundle["entry"][1]["fullUrl"].clone();
+        assert_eq!(header["focus"][0]["reference"], task_url);
+        assert_eq!(header["focus"][1]["reference"], "urn:uuid:sr-1");
+        let task = &bundle["entry"][1]["resource"];
+        assert_eq!(task["resourceType"], "Task");
+        assert_eq!(task["status"], "ready");
+        assert_eq!(task["identifier"][0]["value"], "g-1");
+        assert_eq!(task["basedOn"][0]["reference"], "urn:uuid:sr-1");
+        assert_eq!(task["for"]["reference"], "urn:uuid:p-1");
+        assert_eq!(task["requester"]["display"], "Dr. A");
+        assert_eq!(task["owner"]["identifier"]["value"], "123456789");
+        // The sender's resources follow as they were written, unknown elements and all.
+        assert_eq!(bundle["entry"][2]["fullUrl"], "urn:uuid:sr-1");
+        assert_eq!(bundle["entry"][3]["resource"]["unknownElement"][0], 1.5);
+        assert_eq!(nulls(&bundle), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn preauthorization_claim_names_insurer_diagnoses_and_units_without_nulls()
+    -> Result<(), serde_json::Error> {
+        let mut referral = Referral::draft(ReferralIds {
+            gateway_id: "g-2".into(),
+            sender_id: None,
+            idempotency_key: "k".into(),
+        });
+        referral.coverage = Some(Coverage {
+            // An insurer identifier without a system must not become `"system": null`.
+            payer_ids: vec![ModelIdentifier {
+                kind: IdentifierKind::Iknr,
+                system: None,
+                value: "109519005".into(),
+            }],
+            ..Coverage::default()
+        });
+        referral.diagnoses.push(Diagnosis {
+            code: "F20.0".into(),
+            system: Some("http://fhir.de/CodeSystem/bfarm/icd-10-gm".into()),
+            system_version: None,
+            display: None,
+            certainty: None,
+        });
+        referral.requested_units = Some(crate::model::RequestedUnits {
+            count: 30,
+            unit_minutes: 60,
+            delivery: crate::model::Delivery::Individual,
+        });
+        let bundle: Value =
+            serde_json::from_str(&preauthorization_bundle("g-2", &referral, &entries(), None))?;
+        let claim = &bundle["entry"][1]["resource"];
+        assert_eq!(claim["resourceType"], "Claim");
+        assert_eq!(claim["use"], "preauthorization");
+        assert_eq!(claim["patient"]["reference"], "urn:uuid:p-1");
+        assert_eq!(
+            claim["insurer"]["identifier"],
+            json!({ "value": "109519005" })
+        );
+        assert_eq!(claim["referral"]["reference"], "urn:uuid:sr-1");
+        assert_eq!(
+            claim["insurance"][0]["coverage"]["display"],
+            "coverage of the referral"
+        );
+        assert_eq!(
+            claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0],
+            json!({ "system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "code": "F20.0" })
+        );
+        assert_eq!(
+            claim["item"][0]["quantity"],
+            json!({ "value": 30, "unit": "unit of 60 min" })
+        );
+        assert_eq!(
+            bundle["entry"][0]["resource"]["focus"][0]["reference"],
+            bundle["entry"][1]["fullUrl"]
+        );
+        assert_eq!(nulls(&bundle), 0);
+        Ok(())
+    }
 }

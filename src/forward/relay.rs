@@ -3,7 +3,7 @@
 //! (`sociogate:<gateway-id>:<kind>`) so a consumer can drop a repeat after a crash.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -149,6 +149,7 @@ pub async fn run(
     let mut channel: Option<Channel> = None;
     // Start small: the first batch's rows say how large messages are.
     let mut limit = cfg.batch_size.min(16);
+    let mut last_depth: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             // Drain what is already committed before stopping.
@@ -175,10 +176,20 @@ pub async fn run(
         let Some(ch) = channel.as_ref() else { continue };
         match publish_batch(&store, ch, &cfg, &relay_id, limit).await {
             Ok((0, _)) => {
-                if let Ok(depth) = store.outbox_depth().await {
-                    telemetry::outbox_depth(depth);
+                // The gauge needs no more than one count a second, however often the relay idles.
+                if last_depth.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    if let Ok(depth) = store.outbox_depth().await {
+                        telemetry::outbox_depth(depth);
+                    }
+                    last_depth = Some(Instant::now());
                 }
-                sleep_or_cancel(idle, &shutdown).await;
+                // A commit in this process wakes the relay at once; the poll interval is for
+                // rows written by other instances and for leases that expired.
+                tokio::select! {
+                    () = store.outbox_committed() => {}
+                    () = tokio::time::sleep(idle) => {}
+                    () = shutdown.cancelled() => {}
+                }
             }
             Ok((n, bytes)) => limit = next_batch_size(&cfg, n, bytes),
             Err(e) => {

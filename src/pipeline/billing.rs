@@ -295,9 +295,7 @@ impl Gateway {
                 body: outcome.to_string().into_bytes(),
             });
         }
-        for out in &outputs {
-            tx.enqueue(gateway_id, out).await?;
-        }
+        tx.enqueue_all(gateway_id, &outputs).await?;
         tx.commit().await?;
         tracing::info!(
             gateway_id = %gateway_id,
@@ -723,9 +721,7 @@ impl Gateway {
         )
         .await?;
 
-        for out in &outputs {
-            tx.enqueue(&run_id, out).await?;
-        }
+        tx.enqueue_all(&run_id, &outputs).await?;
         let summary_json = serde_json::to_string(&summary).unwrap_or_default();
         tx.finish_message(
             &run_id,

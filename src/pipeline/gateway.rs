@@ -256,15 +256,14 @@ impl Gateway {
             content_type: envelope.content_type.as_deref(),
             body: &envelope.body,
         };
-        for out in forward::plan(
+        let outputs = forward::plan(
             &origin,
             &processed,
             &outcome,
             &self.amqp,
             self.engine.mappings(),
-        ) {
-            tx.enqueue(&gateway_id, &out).await?;
-        }
+        );
+        tx.enqueue_all(&gateway_id, &outputs).await?;
         tx.commit().await?;
         telemetry::processed(envelope.channel, processed.verdict, started.elapsed());
         tracing::info!(

@@ -5,8 +5,11 @@
 //! verdict, the ledger claim and the outbox rows. The intake acks only after that commits.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use std::sync::Arc;
+
 use sqlx::{AnyPool, Row};
 use time::Date;
+use tokio::sync::Notify;
 
 use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
 
@@ -44,6 +47,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Raised when a transaction that enqueued outbox rows commits, so the relay of this
+    /// process publishes them at once instead of at its next poll.
+    outbox_signal: Arc<Notify>,
 }
 
 /// An inbound message as stored before its verdict.
@@ -156,6 +162,22 @@ pub struct OutboxRow {
     pub attempts: i64,
 }
 
+/// Bound parameters per `IN (...)` list: well under SQLite's 32,766 and PostgreSQL's 65,535.
+const IDS_PER_STATEMENT: usize = 500;
+
+/// `$first, $first+1, ...` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    let mut out = String::with_capacity(n * 5);
+    for i in first..first + n {
+        if i > first {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&i.to_string());
+    }
+    out
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -237,7 +259,18 @@ impl Store {
                     .await?
             }
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            outbox_signal: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Resolves when a transaction of this process has committed outbox rows since the last
+    /// call returned (a commit while nobody waits is kept, not lost). Other processes sharing
+    /// the database are not seen: the relay still polls.
+    pub async fn outbox_committed(&self) {
+        self.outbox_signal.notified().await;
     }
 
     /// Which database this is.
@@ -256,6 +289,8 @@ impl Store {
         Ok(Tx {
             tx: self.pool.begin().await?,
             backend: self.backend,
+            outbox_signal: self.outbox_signal.clone(),
+            enqueued: false,
         })
     }
 
@@ -350,22 +385,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks rows this relay published as sent.
+    /// Marks rows this relay published as sent: one statement per [`IDS_PER_STATEMENT`] rows,
+    /// not one per row.
     pub async fn mark_sent(&self, relay_id: &str, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
         let at = now();
-        for id in ids {
-            sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2 AND claimed_by = $3",
-            )
-            .bind(&at)
-            .bind(id)
-            .bind(relay_id)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 \
+                 WHERE claimed_by = $2 AND id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&at)
+                .bind(relay_id);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -447,6 +488,8 @@ pub struct NewOutbound {
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
+    outbox_signal: Arc<Notify>,
+    enqueued: bool,
 }
 
 impl Tx {
@@ -490,18 +533,21 @@ impl Tx {
     /// Takes the per-patient lock until commit, so concurrent referrals of one patient are
     /// checked against the budget one after the other (on SQLite the single writer does this).
     pub async fn lock_patient(&mut self, patient_key: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO patients (patient_key) VALUES ($1) ON CONFLICT (patient_key) DO NOTHING",
-        )
-        .bind(patient_key)
-        .execute(&mut *self.tx)
-        .await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT patient_key FROM patients WHERE patient_key = $1 FOR UPDATE")
-                .bind(patient_key)
-                .fetch_one(&mut *self.tx)
-                .await?;
-        }
+        let sql = match self.backend {
+            // An upsert that always updates takes the row lock in the same round trip, also
+            // when the row exists already.
+            Backend::Postgres => {
+                "INSERT INTO patients (patient_key) VALUES ($1) \
+                 ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key"
+            }
+            Backend::Sqlite => {
+                "INSERT INTO patients (patient_key) VALUES ($1) ON CONFLICT (patient_key) DO NOTHING"
+            }
+        };
+        sqlx::query(sql)
+            .bind(patient_key)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 
@@ -571,27 +617,58 @@ impl Tx {
 
     /// Adds an outbound message to the outbox.
     pub async fn enqueue(&mut self, message: &str, out: &NewOutbound) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
-        )
-        .bind(message)
-        .bind(&out.kind)
-        .bind(&out.exchange)
-        .bind(&out.routing_key)
-        .bind(&out.content_type)
-        .bind(out.correlation_id.as_deref())
-        .bind(&out.headers)
-        .bind(&out.body)
-        .bind(now())
-        .execute(&mut *self.tx)
-        .await?;
+        self.enqueue_all(message, std::slice::from_ref(out)).await
+    }
+
+    /// Adds the outbound messages of one inbound message to the outbox, in one statement.
+    pub async fn enqueue_all(
+        &mut self,
+        message: &str,
+        outs: &[NewOutbound],
+    ) -> Result<(), StoreError> {
+        const COLUMNS: usize = 9;
+        // Far below every parameter limit: one message has a handful of outputs, a billing
+        // run one per referral and insurer.
+        for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|n| {
+                    let p = placeholders(1 + n * COLUMNS, COLUMNS - 1);
+                    // status is a literal; created_at is the last parameter of the row.
+                    format!("({p}, 'pending', ${})", (n + 1) * COLUMNS)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, created_at) \
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let at = now();
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for out in chunk {
+                query = query
+                    .bind(message)
+                    .bind(&out.kind)
+                    .bind(&out.exchange)
+                    .bind(&out.routing_key)
+                    .bind(&out.content_type)
+                    .bind(out.correlation_id.as_deref())
+                    .bind(&out.headers)
+                    .bind(&out.body)
+                    .bind(at.clone());
+            }
+            query.execute(&mut *self.tx).await?;
+            self.enqueued = true;
+        }
         Ok(())
     }
 
     /// Commits everything written for this message.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        if self.enqueued {
+            self.outbox_signal.notify_one();
+        }
         Ok(())
     }
 }
