@@ -154,9 +154,39 @@ pub fn generate(spec: Spec, n: usize) -> Vec<Vec<u8>> {
                     }));
                 }
             }
-            serde_json::to_vec(&bundle).unwrap_or_default()
+            serde_json::to_vec(&ResourceTypeFirst(&bundle)).unwrap_or_default()
         })
         .collect()
+}
+
+/// Writes a JSON value with `resourceType` as each object's first member, as FHIR writers do
+/// (`serde_json::Value` alone would sort it among the other keys).
+struct ResourceTypeFirst<'a>(&'a Value);
+
+impl serde::Serialize for ResourceTypeFirst<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(obj) => {
+                let mut map = serializer.serialize_map(Some(obj.len()))?;
+                if let Some(rt) = obj.get("resourceType") {
+                    map.serialize_entry("resourceType", rt)?;
+                }
+                for (k, v) in obj.iter().filter(|(k, _)| *k != "resourceType") {
+                    map.serialize_entry(k, &ResourceTypeFirst(v))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&ResourceTypeFirst(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// The same messages as FHIR XML (the gateway's own encoder).

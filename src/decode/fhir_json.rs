@@ -69,19 +69,216 @@ const R4_ONLY: &[&str] = &[
 /// Decodes FHIR R4 JSON into the typed model.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Resource, DecodeError> {
     let shape = scan(bytes, limits.max_depth)?;
-    // `Resource` is an internally tagged enum: serde buffers the whole document before it can
-    // pick the variant, and every nested resource again. A Bundle (nearly every inbound message)
-    // is read straight into its struct instead, which saves the outermost buffering; the
-    // entries' resources still go through the enum. Same model, same result, less copying.
+    // `Resource` is an internally tagged enum: serde buffers a whole resource into its
+    // `Content` tree before it can pick the variant, then parses that tree again. A Bundle
+    // (nearly every inbound message) is read entry by entry straight into the concrete types
+    // instead. Same model, same result (tests/corpus.rs compares both on every corpus Bundle);
+    // anything the fast path does not take goes the general way, which also explains errors.
     if shape.top_level_type == Some(b"Bundle".as_slice())
-        && let Ok(bundle) = serde_json::from_slice::<fhir_sdk::r4b::resources::Bundle>(bytes)
+        && let Some(bundle) = bundle_by_entries(bytes)
     {
         return Ok(Resource::Bundle(bundle));
     }
+    decode_general(bytes)
+}
+
+/// The general path: the whole payload through fhir-sdk's `Resource` enum.
+pub fn decode_general(bytes: &[u8]) -> Result<Resource, DecodeError> {
     match serde_json::from_slice::<Resource>(bytes) {
         Ok(resource) => Ok(resource),
         Err(typed_error) => Err(classify(bytes, &typed_error)),
     }
+}
+
+/// Where each entry's resource sits in a Bundle's bytes.
+#[derive(serde::Deserialize)]
+struct EntrySpans<'a> {
+    #[serde(default, borrow)]
+    entry: Vec<EntrySpan<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EntrySpan<'a> {
+    #[serde(default, borrow)]
+    resource: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Reads a Bundle without the enum's buffering: the Bundle with every entry's resource left
+/// out (`null`), then each resource straight into its type. `None` when anything is unusual
+/// (the caller then takes the general path, which decides and explains).
+fn bundle_by_entries(bytes: &[u8]) -> Option<fhir_sdk::r4b::resources::Bundle> {
+    let spans: EntrySpans<'_> = serde_json::from_slice(bytes).ok()?;
+    let base = bytes.as_ptr() as usize;
+    let mut shell = Vec::with_capacity(1024);
+    let mut copied = 0usize;
+    let mut resources = Vec::with_capacity(spans.entry.len());
+    for span in &spans.entry {
+        let Some(raw) = span.resource else {
+            resources.push(None);
+            continue;
+        };
+        let text = raw.get();
+        // The raw value borrows from `bytes`: its offset is a pointer difference.
+        let start = (text.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(text.len())?;
+        shell.extend_from_slice(bytes.get(copied..start)?);
+        shell.extend_from_slice(b"null");
+        copied = end;
+        resources.push(Some(typed_resource(text).ok()?));
+    }
+    shell.extend_from_slice(bytes.get(copied..)?);
+    let mut bundle: fhir_sdk::r4b::resources::Bundle = serde_json::from_slice(&shell).ok()?;
+    if bundle.entry.len() != resources.len() {
+        return None;
+    }
+    for (entry, resource) in bundle.entry.iter_mut().zip(resources) {
+        match (entry, resource) {
+            (Some(entry), resource) => entry.resource = resource,
+            (None, None) => {}
+            (None, Some(_)) => return None,
+        }
+    }
+    Some(bundle)
+}
+
+/// One resource, read into its concrete type when it is one of the usual ones, else through
+/// the enum.
+fn typed_resource(text: &str) -> Result<Resource, serde_json::Error> {
+    use fhir_sdk::r4b::resources as r;
+    /// Reads `$text` as the named types, else through the enum.
+    macro_rules! direct {
+        ($name:expr, $text:expr, $($ty:ident),+) => {
+            match $name {
+                $(stringify!($ty) => serde_json::from_str::<r::$ty>($text).map(Resource::from),)+
+                _ => serde_json::from_str::<Resource>($text),
+            }
+        };
+    }
+    // Writers put `resourceType` first; where one did not, the scan finds it.
+    let scanned;
+    let name = match leading_resource_type(text) {
+        Some(name) => name,
+        None => {
+            scanned = scan(text.as_bytes(), usize::MAX)
+                .ok()
+                .and_then(|shape| shape.top_level_type);
+            match scanned.and_then(|t| std::str::from_utf8(t).ok()) {
+                Some(name) => name,
+                None => return serde_json::from_str::<Resource>(text),
+            }
+        }
+    };
+    // A large attachment is checked where it lies instead of copied and decoded by the model.
+    if matches!(name, "DocumentReference" | "Binary")
+        && text.len() >= ATTACHMENT_CHECK_MIN
+        && let Some(lighter) = without_checked_attachments(text)
+    {
+        return direct!(name, &lighter, DocumentReference, Binary);
+    }
+    direct!(
+        name,
+        text,
+        Patient,
+        Practitioner,
+        PractitionerRole,
+        Organization,
+        ServiceRequest,
+        Condition,
+        Coverage,
+        Observation,
+        Encounter,
+        CarePlan,
+        Goal,
+        DocumentReference,
+        Consent,
+        MessageHeader,
+        Provenance,
+        Composition,
+        Task,
+        Claim,
+        ClaimResponse,
+        RelatedPerson,
+        Location,
+        QuestionnaireResponse,
+        OperationOutcome,
+        Binary
+    )
+}
+
+/// Resources at least this large have their attachments checked in place.
+const ATTACHMENT_CHECK_MIN: usize = 16 * 1024;
+
+/// Where the attachment data of a DocumentReference (`content[].attachment.data`) or a Binary
+/// (`data`) sits.
+#[derive(serde::Deserialize)]
+struct AttachmentSpans<'a> {
+    #[serde(default, borrow)]
+    content: Vec<ContentSpan<'a>>,
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct ContentSpan<'a> {
+    #[serde(default, borrow)]
+    attachment: Option<DataSpan<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DataSpan<'a> {
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The resource with every large attachment that is valid base64 written as `""`; `None`
+/// when there is none. fhir-sdk's `Base64Binary` would copy the text, strip white space char
+/// by char and decode it only to drop the bytes again (nothing downstream reads them:
+/// forwarding copies the sender's original text). What is left for the model is exactly what
+/// it would have rejected: data with white space, escapes or invalid base64 is left in place.
+fn without_checked_attachments(text: &str) -> Option<String> {
+    let spans: AttachmentSpans<'_> = serde_json::from_str(text).ok()?;
+    let mut data: Vec<&str> = spans
+        .content
+        .iter()
+        .filter_map(|c| c.attachment.as_ref()?.data)
+        .chain(spans.data)
+        .map(serde_json::value::RawValue::get)
+        .filter(|raw| raw.len() >= ATTACHMENT_CHECK_MIN && base64_checked(raw))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    let base = text.as_ptr() as usize;
+    data.sort_by_key(|raw| raw.as_ptr() as usize);
+    let mut out = String::with_capacity(1024);
+    let mut copied = 0usize;
+    for raw in data {
+        let start = (raw.as_ptr() as usize).checked_sub(base)?;
+        out.push_str(text.get(copied..start)?);
+        out.push_str("\"\"");
+        copied = start.checked_add(raw.len())?;
+    }
+    out.push_str(text.get(copied..)?);
+    Some(out)
+}
+
+/// Whether a JSON string literal holds canonical padded base64 with nothing else (no escapes,
+/// no white space): what fhir-sdk's decoder accepts without needing to strip anything.
+fn base64_checked(literal: &str) -> bool {
+    literal
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .is_some_and(|inner| base64_simd::STANDARD.check(inner.as_bytes()).is_ok())
+}
+
+/// The value of `resourceType` when it is the object's first member and a plain string.
+fn leading_resource_type(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix("\"resourceType\"")?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes().get(end) == Some(&b'"')).then(|| &rest[..end])
 }
 
 /// Explains why the typed parse failed. Only runs on the failure path, so the happy path parses
@@ -337,6 +534,114 @@ mod tests {
         let by_enum = serde_json::from_slice::<Resource>(bytes).ok();
         assert!(matches!(direct, Ok(Resource::Bundle(_))));
         assert_eq!(direct.ok(), by_enum);
+    }
+
+    /// A message Bundle with one DocumentReference whose attachment data is `data`.
+    fn bundle_with_attachment(data: &str) -> Vec<u8> {
+        format!(
+            r#"{{"resourceType":"Bundle","type":"collection","entry":[
+              {{"fullUrl":"urn:uuid:5f6a0d3c-0000-4000-8000-000000000001","resource":{{"resourceType":"Patient","id":"p"}}}},
+              {{"fullUrl":"urn:uuid:5f6a0d3c-0000-4000-8000-000000000002","resource":{{"resourceType":"DocumentReference","status":"current",
+                "content":[{{"attachment":{{"contentType":"application/pdf","data":"{data}"}}}}]}}}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    fn attachment_data(resource: &Resource) -> Option<Vec<u8>> {
+        let Resource::Bundle(bundle) = resource else {
+            return None;
+        };
+        bundle
+            .entry
+            .iter()
+            .flatten()
+            .find_map(|e| match &e.resource {
+                Some(Resource::DocumentReference(doc)) => doc
+                    .content
+                    .iter()
+                    .flatten()
+                    .find_map(|c| c.attachment.data.as_ref().map(|d| d.0.clone())),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn a_large_valid_attachment_is_checked_in_place_and_an_invalid_one_still_fails() {
+        use base64::Engine as _;
+        let pdf: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
+        // Valid: decodes, and the model is spared the bytes (nothing downstream reads them).
+        let decoded = decode(&bundle_with_attachment(&data), &limits());
+        assert_eq!(
+            decoded.as_ref().ok().and_then(attachment_data),
+            Some(Vec::new())
+        );
+        // The general path reads the same Bundle, with the bytes.
+        let general = decode_general(&bundle_with_attachment(&data));
+        assert_eq!(
+            general.as_ref().ok().and_then(attachment_data),
+            Some(pdf.clone())
+        );
+        // A small attachment is left to the model as before.
+        let small = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.7 small");
+        let decoded = decode(&bundle_with_attachment(&small), &limits());
+        assert_eq!(
+            decoded.ok().and_then(|r| attachment_data(&r)),
+            Some(b"%PDF-1.7 small".to_vec())
+        );
+        // Invalid base64 (a character outside the alphabet, or non-zero trailing bits) is
+        // still refused, by the model, as it would be without the check.
+        for broken in [
+            format!("{}!", &data[..data.len() - 4]),
+            format!("{}Zh==", &data[..data.len() - 4]),
+        ] {
+            let err = decode(&bundle_with_attachment(&broken), &limits()).err();
+            assert!(
+                matches!(err, Some(DecodeError::NotFhir(ref m)) if m.starts_with("Bundle")),
+                "{err:?}"
+            );
+        }
+        // White space inside the data is the model's to strip: the result is the same bytes.
+        let spaced = format!("{} {}", &data[..400], &data[400..]);
+        let decoded = decode(&bundle_with_attachment(&spaced), &limits());
+        assert_eq!(decoded.ok().and_then(|r| attachment_data(&r)), Some(pdf));
+    }
+
+    #[test]
+    fn the_in_place_check_accepts_only_what_the_models_decoder_accepts() {
+        use base64::Engine as _;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(37);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=- \\";
+        for round in 0..20_000 {
+            let len = rng.random_range(0..24);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let mut text = base64::engine::general_purpose::STANDARD
+                .encode(&bytes)
+                .into_bytes();
+            // Most rounds damage the text: a changed, dropped or added character.
+            if round % 4 != 0 && !text.is_empty() {
+                let at = rng.random_range(0..text.len());
+                match rng.random_range(0..3) {
+                    0 => text[at] = alphabet[rng.random_range(0..alphabet.len())],
+                    1 => {
+                        text.remove(at);
+                    }
+                    _ => text.insert(at, alphabet[rng.random_range(0..alphabet.len())]),
+                }
+            }
+            let Ok(text) = String::from_utf8(text) else {
+                continue;
+            };
+            let model_accepts = base64::engine::general_purpose::STANDARD
+                .decode(&text)
+                .is_ok();
+            assert_eq!(
+                base64_checked(&format!("\"{text}\"")),
+                model_accepts,
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
