@@ -90,7 +90,7 @@ impl Drop for Gateway {
         let url = self.amqp_url.clone();
         let queues = ["inbound", "dead-letter", "collect"].map(|q| self.name(q));
         let exchanges = ["referrals", "insurers", "rejected"].map(|x| self.name(x));
-        super::block_on_own_thread(async move {
+        super::block_on_own_thread(super::CLEANUP_BOUND, async move {
             let Ok((connection, channel)) = connect(&url).await else {
                 return;
             };

@@ -93,7 +93,7 @@ impl Drop for ScratchStore {
             return;
         };
         let name = self.name.clone();
-        block_on_own_thread(async move {
+        block_on_own_thread(CLEANUP_BOUND, async move {
             use sqlx::Connection as _;
             if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -106,9 +106,16 @@ impl Drop for ScratchStore {
     }
 }
 
-/// Runs `cleanup` to completion (at most 15 s) from a `Drop`: Drop cannot await, and it runs
-/// inside the bench's runtime, so the work gets a thread and a runtime of its own.
-pub(crate) fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+/// How long the bench's cleanups may take.
+pub(crate) const CLEANUP_BOUND: Duration = Duration::from_secs(15);
+
+/// Runs `cleanup` to completion (at most `bound`) from a `Drop`: Drop cannot await, and it may
+/// run inside a runtime (or one shutting down), so the work gets a thread and a runtime of its
+/// own. Used by the bench's and the integration tests' cleanups.
+pub fn block_on_own_thread(
+    bound: Duration,
+    cleanup: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let worker = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -117,7 +124,7 @@ pub(crate) fn block_on_own_thread(cleanup: impl std::future::Future<Output = ()>
             return;
         };
         runtime.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_secs(15), cleanup).await;
+            let _ = tokio::time::timeout(bound, cleanup).await;
         });
     });
     let _ = worker.join();

@@ -28,6 +28,7 @@ use time::{Date, OffsetDateTime, Time};
 use super::copayment::DayOutcome;
 use super::{BillingPeriod, Settlement};
 use crate::decode::{DecodeError, Limits};
+use crate::forward::datatypes as out;
 use crate::model::{Delivery, Identifier, IdentifierKind, Setting};
 
 pub use crate::forward::fhir::REFERRAL_ID_SYSTEM;
@@ -998,83 +999,27 @@ struct EurQuantity {
     code: &'static str,
 }
 
-#[derive(Serialize, Clone, Copy)]
-struct OutCoding<'a> {
-    system: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display: Option<&'a str>,
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct OutConcept<'a> {
-    coding: [OutCoding<'a>; 1],
-}
-
-fn concept<'a>(system: &'a str, code: &'a str) -> OutConcept<'a> {
-    OutConcept {
-        coding: [OutCoding {
-            system,
-            code,
-            display: None,
-        }],
-    }
-}
-
-#[derive(Serialize)]
-struct OutIdentifier<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
-    value: &'a str,
-}
-
-#[derive(Serialize, Default)]
-struct OutReference<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reference: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    identifier: Option<OutIdentifier<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display: Option<&'a str>,
-}
-
-fn by_identifier<'a>(system: &'a str, value: &'a str) -> OutReference<'a> {
-    OutReference {
-        identifier: Some(OutIdentifier {
-            system: Some(system),
-            value,
-        }),
-        ..OutReference::default()
-    }
-}
-
-#[derive(Serialize)]
-struct OutPeriod {
-    start: String,
-    end: String,
-}
-
 #[derive(Serialize)]
 struct OutMeta {
-    tag: [OutCoding<'static>; 1],
+    tag: [out::Coding<'static>; 1],
 }
 
 #[derive(Serialize)]
 struct OutRelated<'a> {
-    claim: OutReference<'a>,
-    relationship: OutConcept<'a>,
+    claim: out::Reference<'a>,
+    relationship: out::CodeableConcept<'a>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct OutSupportingInfo<'a> {
     sequence: usize,
-    category: OutConcept<'a>,
+    category: out::CodeableConcept<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timing_date: Option<String>,
     value_quantity: EurQuantity,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<OutConcept<'a>>,
+    reason: Option<out::CodeableConcept<'a>>,
 }
 
 #[derive(Serialize)]
@@ -1082,7 +1027,7 @@ struct OutSupportingInfo<'a> {
 struct OutInsurance<'a> {
     sequence: u32,
     focal: bool,
-    coverage: OutReference<'a>,
+    coverage: out::Reference<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pre_auth_ref: Option<[&'a str; 1]>,
 }
@@ -1091,8 +1036,8 @@ struct OutInsurance<'a> {
 #[serde(rename_all = "camelCase")]
 struct OutItem<'a> {
     sequence: usize,
-    product_or_service: OutConcept<'a>,
-    modifier: [OutConcept<'a>; 1],
+    product_or_service: out::CodeableConcept<'a>,
+    modifier: [out::CodeableConcept<'a>; 1],
     serviced_date: String,
     quantity: ExactQuantity,
     unit_price: Money,
@@ -1105,43 +1050,28 @@ struct OutClaim<'a> {
     resource_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<OutMeta>,
-    identifier: [OutIdentifier<'a>; 1],
+    identifier: [out::Identifier<'a>; 1],
     status: &'static str,
     #[serde(rename = "type")]
-    claim_type: OutConcept<'a>,
+    claim_type: out::CodeableConcept<'a>,
     #[serde(rename = "use")]
     claim_use: &'static str,
-    patient: OutReference<'a>,
+    patient: out::Reference<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    billable_period: Option<OutPeriod>,
+    billable_period: Option<out::Period>,
     created: String,
-    insurer: OutReference<'a>,
-    provider: OutReference<'a>,
-    priority: OutConcept<'a>,
+    insurer: out::Reference<'a>,
+    provider: out::Reference<'a>,
+    priority: out::CodeableConcept<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     related: Option<[OutRelated<'a>; 1]>,
-    referral: OutReference<'a>,
+    referral: out::Reference<'a>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     supporting_info: Vec<OutSupportingInfo<'a>>,
     insurance: [OutInsurance<'a>; 1],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     item: Vec<OutItem<'a>>,
     total: Money,
-}
-
-#[derive(Serialize)]
-struct OutSource {
-    name: &'static str,
-    endpoint: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutHeader<'a> {
-    resource_type: &'static str,
-    event_coding: OutCoding<'static>,
-    source: OutSource,
-    focus: [OutReference<'a>; 1],
 }
 
 #[derive(Serialize)]
@@ -1155,12 +1085,15 @@ struct OutEntry<'a, R> {
 #[serde(rename_all = "camelCase")]
 struct OutBundle<'a> {
     resource_type: &'static str,
-    identifier: OutIdentifier<'a>,
+    identifier: out::Identifier<'a>,
     #[serde(rename = "type")]
     bundle_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<String>,
-    entry: (OutEntry<'a, OutHeader<'a>>, OutEntry<'a, OutClaim<'a>>),
+    entry: (
+        OutEntry<'a, out::MessageHeader<'a>>,
+        OutEntry<'a, OutClaim<'a>>,
+    ),
 }
 
 /// The exact text of `d` as a JSON number. A [`Decimal`]'s `Display` is always one (optional
@@ -1201,7 +1134,7 @@ fn date_text(d: Date) -> String {
 }
 
 /// `Claim.patient`: the first KVNR, else PKV id, BSN, HETU, else the first identifier.
-fn patient_reference(ids: &[Identifier]) -> OutReference<'_> {
+fn patient_reference(ids: &[Identifier]) -> out::Reference<'_> {
     let preferred = [
         IdentifierKind::Kvid10,
         IdentifierKind::PkvId,
@@ -1212,19 +1145,10 @@ fn patient_reference(ids: &[Identifier]) -> OutReference<'_> {
         .iter()
         .find_map(|k| ids.iter().find(|i| i.kind == *k))
         .or_else(|| ids.first());
-    match chosen {
-        Some(i) => OutReference {
-            identifier: Some(OutIdentifier {
-                system: i.system.as_deref(),
-                value: &i.value,
-            }),
-            ..OutReference::default()
-        },
-        None => OutReference {
-            display: Some("patient of the referral"),
-            ..OutReference::default()
-        },
-    }
+    chosen.map_or_else(
+        || out::Reference::display("patient of the referral"),
+        out::Reference::identified,
+    )
 }
 
 /// The billing Claim for one referral and month, as the JSON text of a FHIR message Bundle:
@@ -1257,13 +1181,7 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
         .unwrap_or_else(|| date_text(input.created.date()));
 
     let (system, code, display) = input.service_code;
-    let product = OutConcept {
-        coding: [OutCoding {
-            system,
-            code,
-            display: Some(display),
-        }],
-    };
+    let product = out::CodeableConcept::of(out::Coding::new(system, code).with_display(display));
     let item = s
         .sessions
         .iter()
@@ -1271,7 +1189,7 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
         .map(|(n, p)| OutItem {
             sequence: n + 1,
             product_or_service: product,
-            modifier: [concept(
+            modifier: [out::CodeableConcept::code(
                 DELIVERY_MODE_SYSTEM,
                 match p.delivery {
                     Delivery::Individual => "individual",
@@ -1297,7 +1215,10 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
             "copayment",
             Some(day.date),
             day.copayment,
-            Some(concept(COPAYMENT_OUTCOME_SYSTEM, outcome)),
+            Some(out::CodeableConcept::code(
+                COPAYMENT_OUTCOME_SYSTEM,
+                outcome,
+            )),
         )
     });
     let totals = [
@@ -1309,7 +1230,7 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
         .enumerate()
         .map(|(n, (category, day, amount, reason))| OutSupportingInfo {
             sequence: n + 1,
-            category: concept(CLAIM_INFO_SYSTEM, category),
+            category: out::CodeableConcept::code(CLAIM_INFO_SYSTEM, category),
             timing_date: day.map(date_text),
             value_quantity: eur_quantity(amount),
             reason,
@@ -1318,8 +1239,8 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
 
     let related = input.correction_of.map(|prior| {
         [OutRelated {
-            claim: by_identifier(BILLING_CLAIM_ID_SYSTEM, prior),
-            relationship: concept(RELATED_CLAIM_SYSTEM, "prior"),
+            claim: out::Reference::by_identifier(Some(BILLING_CLAIM_ID_SYSTEM), prior),
+            relationship: out::CodeableConcept::code(RELATED_CLAIM_SYSTEM, "prior"),
         }]
     });
     let billable_period =
@@ -1327,68 +1248,50 @@ pub fn billing_claim(input: &ClaimInput<'_>) -> String {
             .period
             .first_day()
             .zip(input.period.last_day())
-            .map(|(first, last)| OutPeriod {
-                start: date_text(first),
-                end: date_text(last),
+            .map(|(first, last)| out::Period {
+                start: Some(date_text(first)),
+                end: Some(date_text(last)),
             });
     let meta = s.sessions.iter().any(|p| p.placeholder).then_some(OutMeta {
-        tag: [OutCoding {
-            system: ACT_REASON_SYSTEM,
-            code: "HTEST",
-            display: Some("test health data"),
-        }],
+        tag: [out::Coding::new(ACT_REASON_SYSTEM, "HTEST").with_display("test health data")],
     });
 
     let claim = OutClaim {
         resource_type: "Claim",
         meta,
-        identifier: [OutIdentifier {
+        identifier: [out::Identifier {
             system: Some(BILLING_CLAIM_ID_SYSTEM),
             value: input.gateway_id,
         }],
         status: "active",
-        claim_type: concept(CLAIM_TYPE_SYSTEM, "professional"),
+        claim_type: out::CodeableConcept::code(CLAIM_TYPE_SYSTEM, "professional"),
         claim_use: "claim",
         patient: patient_reference(input.patient_ids),
         billable_period,
         created,
-        insurer: by_identifier(IK_SYSTEM, input.insurer_ik),
-        provider: by_identifier(IK_SYSTEM, input.provider_ik),
-        priority: concept(PRIORITY_SYSTEM, "normal"),
+        insurer: out::Reference::by_identifier(Some(IK_SYSTEM), input.insurer_ik),
+        provider: out::Reference::by_identifier(Some(IK_SYSTEM), input.provider_ik),
+        priority: out::CodeableConcept::code(PRIORITY_SYSTEM, "normal"),
         related,
-        referral: by_identifier(REFERRAL_ID_SYSTEM, input.referral_id),
+        referral: out::Reference::by_identifier(Some(REFERRAL_ID_SYSTEM), input.referral_id),
         supporting_info,
         insurance: [OutInsurance {
             sequence: 1,
             focal: true,
-            coverage: OutReference {
-                display: Some("coverage of the referral"),
-                ..OutReference::default()
-            },
+            coverage: out::Reference::display("coverage of the referral"),
             pre_auth_ref: input.approval_number.map(|n| [n]),
         }],
         item,
         total: eur(s.gross),
     };
-    let header = OutHeader {
-        resource_type: "MessageHeader",
-        event_coding: OutCoding {
-            system: EVENT_SYSTEM,
-            code: EVENT_BILLING_CLAIM,
-            display: None,
-        },
-        source: OutSource {
-            name: "sociogate",
-            endpoint: "urn:sociogate",
-        },
-        focus: [OutReference {
-            reference: Some(&claim_url),
-            ..OutReference::default()
-        }],
-    };
+    let header = out::MessageHeader::new(
+        EVENT_SYSTEM,
+        EVENT_BILLING_CLAIM,
+        vec![out::Reference::to(&claim_url)],
+    );
     let bundle = OutBundle {
         resource_type: "Bundle",
-        identifier: OutIdentifier {
+        identifier: out::Identifier {
             system: Some(BILLING_CLAIM_ID_SYSTEM),
             value: input.gateway_id,
         },

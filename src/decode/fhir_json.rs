@@ -108,25 +108,19 @@ struct EntrySpan<'a> {
 /// (the caller then takes the general path, which decides and explains).
 fn bundle_by_entries(bytes: &[u8]) -> Option<fhir_sdk::r4b::resources::Bundle> {
     let spans: EntrySpans<'_> = serde_json::from_slice(bytes).ok()?;
-    let base = bytes.as_ptr() as usize;
-    let mut shell = Vec::with_capacity(1024);
-    let mut copied = 0usize;
+    let texts: Vec<&str> = spans
+        .entry
+        .iter()
+        .filter_map(|span| span.resource.map(serde_json::value::RawValue::get))
+        .collect();
+    let shell = replace_parts(bytes, &texts, b"null")?;
     let mut resources = Vec::with_capacity(spans.entry.len());
     for span in &spans.entry {
-        let Some(raw) = span.resource else {
-            resources.push(None);
-            continue;
-        };
-        let text = raw.get();
-        // The raw value borrows from `bytes`: its offset is a pointer difference.
-        let start = (text.as_ptr() as usize).checked_sub(base)?;
-        let end = start.checked_add(text.len())?;
-        shell.extend_from_slice(bytes.get(copied..start)?);
-        shell.extend_from_slice(b"null");
-        copied = end;
-        resources.push(Some(typed_resource(text).ok()?));
+        resources.push(match span.resource {
+            Some(raw) => Some(typed_resource(raw.get()).ok()?),
+            None => None,
+        });
     }
-    shell.extend_from_slice(bytes.get(copied..)?);
     let mut bundle: fhir_sdk::r4b::resources::Bundle = serde_json::from_slice(&shell).ok()?;
     if bundle.entry.len() != resources.len() {
         return None;
@@ -248,17 +242,24 @@ fn without_checked_attachments(text: &str) -> Option<String> {
     if data.is_empty() {
         return None;
     }
-    let base = text.as_ptr() as usize;
     data.sort_by_key(|raw| raw.as_ptr() as usize);
-    let mut out = String::with_capacity(1024);
+    String::from_utf8(replace_parts(text.as_bytes(), &data, b"\"\"")?).ok()
+}
+
+/// `text` with each of `parts` replaced by `with`. The parts are slices of `text` itself (raw
+/// values serde borrowed from it), in order and not overlapping; `None` if one is not.
+fn replace_parts(text: &[u8], parts: &[&str], with: &[u8]) -> Option<Vec<u8>> {
+    let base = text.as_ptr() as usize;
+    let mut out = Vec::with_capacity(1024);
     let mut copied = 0usize;
-    for raw in data {
-        let start = (raw.as_ptr() as usize).checked_sub(base)?;
-        out.push_str(text.get(copied..start)?);
-        out.push_str("\"\"");
-        copied = start.checked_add(raw.len())?;
+    for part in parts {
+        // A borrowed part's offset is a pointer difference.
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        out.extend_from_slice(text.get(copied..start)?);
+        out.extend_from_slice(with);
+        copied = start.checked_add(part.len())?;
     }
-    out.push_str(text.get(copied..)?);
+    out.extend_from_slice(text.get(copied..)?);
     Some(out)
 }
 

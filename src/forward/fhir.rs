@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::mappings::{ClaimProduct, NonDisclosure};
 
+use super::datatypes::{CodeableConcept, Coding, Identifier, MessageHeader, Period, Reference};
 use crate::check::Verdict;
 use crate::model::{IdentifierKind, Referral};
 
@@ -139,7 +140,8 @@ pub fn forwarded_entries<'a>(
 /// forwarded ones are copied as text (no `serde_json::Value` tree in between).
 fn message_bundle(
     identifier: &str,
-    own: &[(&str, &dyn erased::Resource)],
+    header: (&str, &MessageHeader<'_>),
+    resource: (&str, &impl Serialize),
     forwarded: &[Forwarded<'_>],
 ) -> String {
     let head = BundleHead {
@@ -158,24 +160,12 @@ fn message_bundle(
     // `head` is an object: reopen it to append the entries.
     out.pop();
     out.extend_from_slice(b",\"entry\":[");
-    let mut first = true;
-    for (url, resource) in own {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(b"{\"fullUrl\":");
-        let _ = serde_json::to_writer(&mut out, url);
-        out.extend_from_slice(b",\"resource\":");
-        let _ = resource.write(&mut out);
-        out.push(b'}');
-    }
+    // Writing into a Vec cannot fail; the gateway's structs hold only strings and numbers.
+    let _ = write_entry(&mut out, header.0, header.1);
+    out.push(b',');
+    let _ = write_entry(&mut out, resource.0, resource.1);
     for f in forwarded {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(b"{\"fullUrl\":");
+        out.extend_from_slice(b",{\"fullUrl\":");
         let _ = serde_json::to_writer(&mut out, f.full_url.as_str());
         out.extend_from_slice(b",\"resource\":");
         out.extend_from_slice(f.json.as_bytes());
@@ -186,19 +176,14 @@ fn message_bundle(
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The gateway's own resources as one trait object type, so a Bundle can list them together.
-mod erased {
-    /// A resource the gateway writes.
-    pub trait Resource {
-        /// Appends its JSON to `out`.
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
-    }
-
-    impl<T: serde::Serialize> Resource for T {
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-            serde_json::to_writer(out, self)
-        }
-    }
+/// Appends `{"fullUrl":…,"resource":…}`.
+fn write_entry(out: &mut Vec<u8>, url: &str, resource: &impl Serialize) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"fullUrl\":");
+    serde_json::to_writer(&mut *out, url)?;
+    out.extend_from_slice(b",\"resource\":");
+    serde_json::to_writer(&mut *out, resource)?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// The fields of a message Bundle before its entries.
@@ -211,109 +196,6 @@ struct BundleHead<'a> {
     kind: &'static str,
     timestamp: &'a str,
 }
-
-/// FHIR Identifier.
-#[derive(Serialize)]
-struct Identifier<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
-    value: &'a str,
-}
-
-/// FHIR Coding.
-#[derive(Serialize)]
-struct Coding<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'a str>,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display: Option<&'a str>,
-}
-
-impl<'a> Coding<'a> {
-    fn new(system: &'a str, code: &'a str) -> Coding<'a> {
-        Coding {
-            system: Some(system),
-            version: None,
-            code,
-            display: None,
-        }
-    }
-}
-
-/// FHIR CodeableConcept (codings only).
-#[derive(Serialize)]
-struct CodeableConcept<'a> {
-    coding: [Coding<'a>; 1],
-}
-
-impl<'a> CodeableConcept<'a> {
-    fn of(system: &'a str, code: &'a str) -> CodeableConcept<'a> {
-        CodeableConcept {
-            coding: [Coding::new(system, code)],
-        }
-    }
-}
-
-/// FHIR Reference: a literal reference, a logical one by identifier, or a display alone.
-#[derive(Serialize, Default)]
-struct Reference<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reference: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    identifier: Option<Identifier<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display: Option<&'a str>,
-}
-
-impl<'a> Reference<'a> {
-    fn to(url: &'a str) -> Reference<'a> {
-        Reference {
-            reference: Some(url),
-            ..Reference::default()
-        }
-    }
-
-    fn display(text: &'a str) -> Reference<'a> {
-        Reference {
-            display: Some(text),
-            ..Reference::default()
-        }
-    }
-
-    fn identified(id: &'a crate::model::Identifier) -> Reference<'a> {
-        Reference {
-            identifier: Some(Identifier {
-                system: id.system.as_deref(),
-                value: &id.value,
-            }),
-            ..Reference::default()
-        }
-    }
-}
-
-/// The gateway's MessageHeader.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageHeader<'a> {
-    resource_type: &'static str,
-    event_coding: Coding<'a>,
-    source: MessageSource,
-    focus: Vec<Reference<'a>>,
-}
-
-#[derive(Serialize)]
-struct MessageSource {
-    name: &'static str,
-    endpoint: &'static str,
-}
-
-const SOURCE: MessageSource = MessageSource {
-    name: "sociogate",
-    endpoint: "urn:sociogate",
-};
 
 /// The references of the ServiceRequest the Task repeats, as the sender wrote them.
 #[derive(Deserialize, Default)]
@@ -389,7 +271,7 @@ pub fn provider_bundle(gateway_id: &str, entries: &[Forwarded<'_>]) -> String {
         }],
         status: "ready",
         intent: "order",
-        code: CodeableConcept::of("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
+        code: CodeableConcept::code("http://hl7.org/fhir/CodeSystem/task-code", "fulfill"),
         focus: sr_url.map(Reference::to),
         based_on: sr_url.map(|url| [Reference::to(url)]),
         for_patient: refs.subject,
@@ -399,15 +281,11 @@ pub fn provider_bundle(gateway_id: &str, entries: &[Forwarded<'_>]) -> String {
     };
     let mut focus = vec![Reference::to(&task_url)];
     focus.extend(sr_url.map(Reference::to));
-    let header = MessageHeader {
-        resource_type: "MessageHeader",
-        event_coding: Coding::new(EVENT_SYSTEM, "referral-validated"),
-        source: SOURCE,
-        focus,
-    };
+    let header = MessageHeader::new(EVENT_SYSTEM, "referral-validated", focus);
     message_bundle(
         &format!("{gateway_id}/provider"),
-        &[(&header_url, &header), (&task_url, &task)],
+        (&header_url, &header),
+        (&task_url, &task),
         entries,
     )
 }
@@ -468,14 +346,6 @@ struct ClaimItem<'a> {
     serviced_period: Option<Period>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quantity: Option<Quantity>,
-}
-
-#[derive(Serialize)]
-struct Period {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -548,10 +418,7 @@ pub fn preauthorization_bundle(
         Reference::to,
     );
     let product_coding = match product {
-        Some(p) => Coding {
-            display: Some(p.product_display.as_str()),
-            ..Coding::new(&p.product_system, &p.product_code)
-        },
+        Some(p) => Coding::new(&p.product_system, &p.product_code).with_display(&p.product_display),
         None => Coding::new(SERVICE_SYSTEM, "sociotherapy"),
     };
     let stay_days = referral
@@ -586,14 +453,12 @@ pub fn preauthorization_bundle(
         .enumerate()
         .map(|(n, d)| ClaimDiagnosis {
             sequence: n + 1,
-            diagnosis_codeable_concept: CodeableConcept {
-                coding: [Coding {
-                    system: d.system.as_deref(),
-                    version: d.system_version.as_deref(),
-                    code: &d.code,
-                    display: None,
-                }],
-            },
+            diagnosis_codeable_concept: CodeableConcept::of(Coding {
+                system: d.system.as_deref(),
+                version: d.system_version.as_deref(),
+                code: &d.code,
+                display: None,
+            }),
         })
         .collect();
     let created = now();
@@ -610,7 +475,7 @@ pub fn preauthorization_bundle(
             value: gateway_id,
         }],
         status: "active",
-        kind: CodeableConcept::of(
+        kind: CodeableConcept::code(
             "http://terminology.hl7.org/CodeSystem/claim-type",
             "professional",
         ),
@@ -619,7 +484,7 @@ pub fn preauthorization_bundle(
         created: &created,
         insurer,
         provider,
-        priority: CodeableConcept::of(
+        priority: CodeableConcept::code(
             "http://terminology.hl7.org/CodeSystem/processpriority",
             "normal",
         ),
@@ -632,22 +497,20 @@ pub fn preauthorization_bundle(
         }],
         item: [ClaimItem {
             sequence: 1,
-            product_or_service: CodeableConcept {
-                coding: [product_coding],
-            },
+            product_or_service: CodeableConcept::of(product_coding),
             serviced_period,
             quantity,
         }],
     };
-    let header = MessageHeader {
-        resource_type: "MessageHeader",
-        event_coding: Coding::new(EVENT_SYSTEM, "preauthorization-request"),
-        source: SOURCE,
-        focus: vec![Reference::to(&claim_url)],
-    };
+    let header = MessageHeader::new(
+        EVENT_SYSTEM,
+        "preauthorization-request",
+        vec![Reference::to(&claim_url)],
+    );
     message_bundle(
         &format!("{gateway_id}/insurer"),
-        &[(&header_url, &header), (&claim_url, &claim)],
+        (&header_url, &header),
+        (&claim_url, &claim),
         entries,
     )
 }

@@ -16,6 +16,7 @@ use crate::pipeline::Processed;
 use crate::store::NewOutbound;
 
 pub mod canonical;
+pub(crate) mod datatypes;
 pub mod fhir;
 pub mod relay;
 

@@ -361,21 +361,11 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         let config = self.config.clone();
-        // Drop cannot await, and the test's runtime may be shutting down: clean up on a thread
-        // with a runtime of its own.
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_broker_topology(&config)).await;
-                let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_database(&config)).await;
-            });
+        sociogate::bench::block_on_own_thread(2 * BROKER_TIMEOUT, async move {
+            // Each part bounded, so a wedged broker does not keep the database.
+            let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_broker_topology(&config)).await;
+            let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_database(&config)).await;
         });
-        let _ = cleanup.join();
     }
 }
 
