@@ -86,6 +86,17 @@ enum Command {
             default_value = "postgres://postgres@127.0.0.1:5432/test"
         )]
         postgres: String,
+        /// Run only these parts (repeatable): in-process, end-to-end, latency, rss. Default: all.
+        #[arg(long = "part", value_enum)]
+        parts: Vec<sociogate::bench::Part>,
+        /// Run the store-backed parts only with this store (sqlite or postgres). Default: both
+        /// (SQLite only with --quick).
+        #[arg(long)]
+        store: Option<String>,
+        /// Offered loads of the latency part, msg/s (repeatable). Default: 200, 500, 1000
+        /// (200 with --quick).
+        #[arg(long = "rate")]
+        rates: Vec<u32>,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
@@ -131,8 +142,16 @@ fn main() -> ExitCode {
         seed,
         messages,
         postgres,
+        parts,
+        store,
+        rates,
     } = &cli.command
     {
+        let selection = sociogate::bench::Selection {
+            parts: parts.clone(),
+            store: store.clone(),
+            rates: rates.clone(),
+        };
         return match bench(
             cli.mappings.clone(),
             *quick,
@@ -140,6 +159,7 @@ fn main() -> ExitCode {
             *seed,
             *messages,
             postgres,
+            selection,
         ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -438,6 +458,7 @@ fn bench(
     seed: u64,
     messages: Option<usize>,
     postgres: &str,
+    selection: sociogate::bench::Selection,
 ) -> anyhow::Result<()> {
     let dir = mappings.unwrap_or_else(Mappings::default_dir);
     let engine = Engine::load(&dir, Limits::default())?;
@@ -448,6 +469,7 @@ fn bench(
             .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
         postgres_url: Some(postgres.to_owned()).filter(|p| !p.is_empty()),
         messages: messages.unwrap_or(if quick { 2_000 } else { 20_000 }),
+        selection,
     };
     let report = runtime()?.block_on(sociogate::bench::run(&engine, &opts));
     if json {

@@ -345,86 +345,136 @@ pub async fn gateway_throughput(
     Ok((rate, gw.peak_rss_mb()))
 }
 
-/// The baseline: the same messages through the same broker with the same durability, consumed
-/// and republished twice with no processing (persistent, confirms, manual acks).
+/// The broker-only path the gateway is measured against: three quorum queues and two hops
+/// that consume with manual acks, republish persistently, wait for the confirm and ack, with no
+/// processing. Each hop handles its deliveries concurrently (bounded by prefetch), as the
+/// gateway's intake does, so the baseline is as fast as the broker allows.
+struct BaselineRelay {
+    suffix: String,
+    channel: Channel,
+    _connections: Vec<Connection>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    arrivals: Arrivals,
+}
+
+impl BaselineRelay {
+    fn queue(&self, n: u8) -> String {
+        format!("bench.{}.baseline{n}", self.suffix)
+    }
+
+    async fn start(amqp_url: &str, prefetch: u16) -> BenchResult<BaselineRelay> {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let (connection, channel) = connect(amqp_url).await?;
+        let mut relay = BaselineRelay {
+            suffix,
+            channel,
+            _connections: vec![connection],
+            tasks: Vec::new(),
+            arrivals: Arc::new(Mutex::new((0, HashMap::new()))),
+        };
+        for n in 1..=3 {
+            quorum_queue(&relay.channel, &relay.queue(n)).await?;
+        }
+        for (from, to) in [
+            (relay.queue(1), relay.queue(2)),
+            (relay.queue(2), relay.queue(3)),
+        ] {
+            let (conn, ch) = connect(amqp_url).await?;
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let mut consumer = ch
+                .basic_consume(
+                    from.as_str().into(),
+                    "bench-hop".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            relay._connections.push(conn);
+            relay.tasks.push(tokio::spawn(async move {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    let ch = ch.clone();
+                    let to = to.clone();
+                    tokio::spawn(async move {
+                        let mut props = BasicProperties::default().with_delivery_mode(2);
+                        if let Some(id) = delivery.properties.message_id() {
+                            props = props.with_message_id(id.clone());
+                        }
+                        if let Ok(confirm) = ch
+                            .basic_publish(
+                                "".into(),
+                                to.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &delivery.data,
+                                props,
+                            )
+                            .await
+                        {
+                            let _ = confirm.await;
+                        }
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    });
+                }
+            }));
+        }
+        let (conn, last) = connect(amqp_url).await?;
+        last.basic_qos(1000, BasicQosOptions::default()).await?;
+        let mut consumer = last
+            .basic_consume(
+                relay.queue(3).as_str().into(),
+                "bench-last".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        relay._connections.push(conn);
+        let arrivals = relay.arrivals.clone();
+        relay.tasks.push(tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let now = Instant::now();
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                if let Ok(mut a) = arrivals.lock() {
+                    a.0 += 1;
+                    if let Some(id) = delivery.properties.message_id() {
+                        a.1.insert(id.as_str().to_owned(), now);
+                    }
+                }
+            }
+        }));
+        Ok(relay)
+    }
+
+    /// Stops the hops and deletes the queues.
+    async fn close(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for n in 1..=3 {
+            let _ = self
+                .channel
+                .queue_delete(self.queue(n).as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+}
+
+/// The throughput baseline: the same messages through the same broker with the same
+/// durability, consumed and republished twice with no processing.
 pub async fn broker_baseline(
     amqp_url: &str,
     messages: &[Vec<u8>],
     prefetch: u16,
 ) -> BenchResult<f64> {
-    let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let q = |n: u8| format!("bench.{suffix}.baseline{n}");
-    let (_conn, channel) = connect(amqp_url).await?;
-    for n in 1..=3 {
-        quorum_queue(&channel, &q(n)).await?;
-    }
-    let mut hops = Vec::new();
-    for (from, to) in [(q(1), q(2)), (q(2), q(3))] {
-        let (conn, ch) = connect(amqp_url).await?;
-        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let mut consumer = ch
-            .basic_consume(
-                from.as_str().into(),
-                "bench-hop".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        hops.push(tokio::spawn(async move {
-            let _conn = conn;
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let props = BasicProperties::default().with_delivery_mode(2);
-                if let Ok(confirm) = ch
-                    .basic_publish(
-                        "".into(),
-                        to.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &delivery.data,
-                        props,
-                    )
-                    .await
-                {
-                    let _ = confirm.await;
-                }
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
-        }));
-    }
-    let counted = Arc::new(Mutex::new((0usize, HashMap::new())));
-    let (_conn3, last) = connect(amqp_url).await?;
-    last.basic_qos(1000, BasicQosOptions::default()).await?;
-    let mut consumer = last
-        .basic_consume(
-            q(3).as_str().into(),
-            "bench-last".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let c2 = counted.clone();
-    let sink = tokio::spawn(async move {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-            if let Ok(mut c) = c2.lock() {
-                c.0 += 1;
-            }
-        }
-    });
+    let relay = BaselineRelay::start(amqp_url, prefetch).await?;
     let started = Instant::now();
     // On a failed publish the queues are still deleted below, then the error is returned.
-    let published = publish_all(&channel, &q(1), messages, |i| format!("baseline-{i}")).await;
-    let done =
-        published.is_ok() && wait_count(&counted, messages.len(), Duration::from_secs(600)).await;
+    let published = publish_all(&relay.channel, &relay.queue(1), messages, |i| {
+        format!("baseline-{i}")
+    })
+    .await;
+    let done = published.is_ok()
+        && wait_count(&relay.arrivals, messages.len(), Duration::from_secs(600)).await;
     let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    for hop in hops {
-        hop.abort();
-    }
-    sink.abort();
-    for n in 1..=3 {
-        let _ = channel
-            .queue_delete(q(n).as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
+    relay.close().await;
     published?;
     if !done {
         return Err("the baseline did not finish".into());
@@ -432,23 +482,43 @@ pub async fn broker_baseline(
     Ok(rate)
 }
 
-/// Open-loop latency: sends at a fixed rate on a schedule that does not wait for answers, and
-/// measures from each message's scheduled send time to its provider output (no coordinated
-/// omission: a stall delays the measured outputs, it does not slow the sender down).
-pub async fn latency(
+/// The latency baseline: the broker-only relay of [`broker_baseline`] at the same offered load
+/// and on the same open-loop schedule as the gateway's latency run.
+pub async fn broker_latency(
     amqp_url: &str,
-    database_url: &str,
-    store: &str,
     messages: &[Vec<u8>],
     rate: u32,
+    prefetch: u16,
 ) -> BenchResult<LatencyRow> {
-    let gw = start_gateway(amqp_url, database_url)?;
-    wait_ready(&gw, amqp_url).await?;
-    let (_conn, channel) = connect(amqp_url).await?;
-    let queue = collector(&channel, &gw).await?;
-    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
-    let (_conn2, consume_channel) = connect(amqp_url).await?;
-    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let relay = BaselineRelay::start(amqp_url, prefetch).await?;
+    let sent = send_open_loop(&relay.channel, &relay.queue(1), messages, rate, |i| {
+        format!("baseline-lat-{rate}-{i}")
+    })
+    .await;
+    let arrived = match &sent {
+        Ok(_) => wait_count(&relay.arrivals, messages.len(), Duration::from_secs(300)).await,
+        Err(_) => false,
+    };
+    let row = sent.and_then(|scheduled| {
+        if !arrived {
+            return Err("not every message went through the baseline relay".into());
+        }
+        latency_row("broker", rate, &scheduled, &relay.arrivals, 0.0)
+    });
+    relay.close().await;
+    row
+}
+
+/// Publishes `messages` to `queue` on a fixed schedule that never waits for the system under
+/// test (open loop: a stall delays the measured arrivals, not the sender). Returns each
+/// message's id and scheduled send time.
+async fn send_open_loop(
+    channel: &Channel,
+    queue: &str,
+    messages: &[Vec<u8>],
+    rate: u32,
+    ids: impl Fn(usize) -> String,
+) -> BenchResult<Vec<(String, Instant)>> {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let started = Instant::now();
     let mut scheduled = Vec::with_capacity(messages.len());
@@ -456,7 +526,7 @@ pub async fn latency(
     for (i, body) in messages.iter().enumerate() {
         let at = started + interval * i as u32;
         tokio::time::sleep_until(at.into()).await;
-        let id = format!("{store}-lat-{rate}-{i}");
+        let id = ids(i);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/fhir+json".into())
@@ -465,7 +535,7 @@ pub async fn latency(
             channel
                 .basic_publish(
                     "".into(),
-                    gw.inbound().as_str().into(),
+                    queue.into(),
                     BasicPublishOptions::default(),
                     body,
                     props,
@@ -477,10 +547,17 @@ pub async fn latency(
     for c in confirms {
         c.await?;
     }
-    let expected = messages.len() * 2;
-    if !wait_count(&arrivals, expected, Duration::from_secs(300)).await {
-        return Err("not every output arrived".into());
-    }
+    Ok(scheduled)
+}
+
+/// Percentiles of scheduled send -> arrival over every scheduled message that arrived.
+fn latency_row(
+    store: &str,
+    rate: u32,
+    scheduled: &[(String, Instant)],
+    arrivals: &Arrivals,
+    peak_rss_mb: f64,
+) -> BenchResult<LatencyRow> {
     let mut ms: Vec<f64> = {
         let a = arrivals.lock().map_err(|_| "poisoned")?;
         scheduled
@@ -505,6 +582,34 @@ pub async fn latency(
         p95_ms: pct(0.95),
         p99_ms: pct(0.99),
         max_ms: ms.last().copied().unwrap_or(0.0),
-        peak_rss_mb: gw.peak_rss_mb(),
+        peak_rss_mb,
     })
+}
+
+/// Open-loop latency: sends at a fixed rate on a schedule that does not wait for answers, and
+/// measures from each message's scheduled send time to its provider output (no coordinated
+/// omission: a stall delays the measured outputs, it does not slow the sender down).
+pub async fn latency(
+    amqp_url: &str,
+    database_url: &str,
+    store: &str,
+    messages: &[Vec<u8>],
+    rate: u32,
+) -> BenchResult<LatencyRow> {
+    let gw = start_gateway(amqp_url, database_url)?;
+    wait_ready(&gw, amqp_url).await?;
+    let (_conn, channel) = connect(amqp_url).await?;
+    let queue = collector(&channel, &gw).await?;
+    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
+    let (_conn2, consume_channel) = connect(amqp_url).await?;
+    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let scheduled = send_open_loop(&channel, &gw.inbound(), messages, rate, |i| {
+        format!("{store}-lat-{rate}-{i}")
+    })
+    .await?;
+    let expected = messages.len() * 2;
+    if !wait_count(&arrivals, expected, Duration::from_secs(300)).await {
+        return Err("not every output arrived".into());
+    }
+    latency_row(store, rate, &scheduled, &arrivals, gw.peak_rss_mb())
 }

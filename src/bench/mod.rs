@@ -28,6 +28,42 @@ pub struct BenchOptions {
     pub postgres_url: Option<String>,
     /// Messages for the end-to-end run.
     pub messages: usize,
+    /// Which parts, stores and loads to run (default: everything).
+    pub selection: Selection,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Decode + map + check + encode on one thread, beside a bare parse.
+    InProcess,
+    /// Throughput of `serve` through RabbitMQ, beside the broker baseline.
+    EndToEnd,
+    /// Latency at fixed offered loads.
+    Latency,
+    /// Peak RSS of `serve` by message size.
+    Rss,
+}
+
+/// A subset of the benchmark, for looking at one number without the ten-minute full run.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Parts to run; empty: all.
+    pub parts: Vec<Part>,
+    /// `sqlite` or `postgres`; none: both (SQLite only in a quick run).
+    pub store: Option<String>,
+    /// Offered loads of the latency part; empty: the defaults.
+    pub rates: Vec<u32>,
+}
+
+impl Selection {
+    fn runs(&self, part: Part) -> bool {
+        self.parts.is_empty() || self.parts.contains(&part)
+    }
+
+    fn uses_store(&self, store: &str) -> bool {
+        self.store.as_deref().is_none_or(|s| s == store)
+    }
 }
 
 /// Everything measured.
@@ -162,6 +198,19 @@ async fn fresh_postgres(
     })
 }
 
+/// `n` valid referrals of `size`.
+fn valid(seed: u64, size: Size, n: usize) -> Vec<Vec<u8>> {
+    workload::generate(
+        Spec {
+            seed,
+            invalid_share: 0.0,
+            shared_patients: 0,
+            size,
+        },
+        n,
+    )
+}
+
 /// Runs the benchmarks.
 pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
     let mut report = Report {
@@ -173,7 +222,13 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         skipped: Vec::new(),
     };
     let budget = Duration::from_millis(if opts.quick { 900 } else { 3_000 });
-    for (size, n) in [(Size::Plain, 200), (Size::Medium, 40), (Size::Large, 8)] {
+    let selection = &opts.selection;
+    let sizes = if selection.runs(Part::InProcess) {
+        &[(Size::Plain, 200), (Size::Medium, 40), (Size::Large, 8)][..]
+    } else {
+        &[]
+    };
+    for &(size, n) in sizes {
         let spec = Spec {
             seed: opts.seed,
             invalid_share: 0.1,
@@ -200,33 +255,39 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         }
     }
 
-    let valid = |size, n| {
-        workload::generate(
-            Spec {
-                seed: opts.seed,
-                invalid_share: 0.0,
-                shared_patients: 0,
-                size,
-            },
-            n,
-        )
-    };
-    let mut stores = vec![("sqlite".to_owned(), sqlite_url())];
-    if let (Some(admin), false) = (&opts.postgres_url, opts.quick) {
+    if !(selection.runs(Part::EndToEnd) || selection.runs(Part::Latency)) {
+        return run_rss(opts, report).await;
+    }
+    let mut stores = Vec::new();
+    if selection.uses_store("sqlite") {
+        stores.push(("sqlite".to_owned(), sqlite_url()));
+    }
+    let postgres_wanted = selection.store.as_deref() == Some("postgres")
+        || (selection.store.is_none() && !opts.quick);
+    if let (Some(admin), true) = (&opts.postgres_url, postgres_wanted) {
         match fresh_postgres(admin).await {
             Ok(url) => stores.push(("postgres".to_owned(), url)),
             Err(e) => report.skipped.push(format!("postgres: {e}")),
         }
     }
-    let messages = valid(Size::Plain, opts.messages);
-    let baseline = match broker::broker_baseline(&opts.amqp_url, &messages, 64).await {
-        Ok(rate) => rate,
-        Err(e) => {
-            report.skipped.push(format!("end-to-end: {e}"));
-            return report;
+    let messages = valid(opts.seed, Size::Plain, opts.messages);
+    let baseline = if selection.runs(Part::EndToEnd) {
+        match broker::broker_baseline(&opts.amqp_url, &messages, 64).await {
+            Ok(rate) => rate,
+            Err(e) => {
+                report.skipped.push(format!("end-to-end: {e}"));
+                return report;
+            }
         }
+    } else {
+        0.0
     };
-    for (store, url) in &stores {
+    let end_to_end = if selection.runs(Part::EndToEnd) {
+        &stores[..]
+    } else {
+        &[]
+    };
+    for (store, url) in end_to_end {
         match broker::gateway_throughput(&opts.amqp_url, url, store, &messages).await {
             Ok((rate, rss)) => report.end_to_end.push(broker::EndToEndRow {
                 store: store.clone(),
@@ -239,12 +300,34 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
             Err(e) => report.skipped.push(format!("end-to-end {store}: {e}")),
         }
     }
-    let rates: &[u32] = if opts.quick {
+    let rates: &[u32] = if !selection.runs(Part::Latency) {
+        &[]
+    } else if !selection.rates.is_empty() {
+        &selection.rates
+    } else if opts.quick {
         &[200]
     } else {
         &[200, 500, 1_000]
     };
     let seconds = if opts.quick { 5 } else { 15 };
+    let load_at = |rate: u32| {
+        workload::generate(
+            Spec {
+                seed: opts.seed ^ u64::from(rate),
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size: Size::Plain,
+            },
+            rate as usize * seconds,
+        )
+    };
+    // The broker alone at each load first: what the machine allows before any processing.
+    for &rate in rates {
+        match broker::broker_latency(&opts.amqp_url, &load_at(rate), rate, 64).await {
+            Ok(row) => report.latency.push(row),
+            Err(e) => report.skipped.push(format!("latency broker {rate}/s: {e}")),
+        }
+    }
     for (store, _) in &stores {
         for &rate in rates {
             // A fresh database per load level, so each starts from the same state.
@@ -262,20 +345,21 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
             } else {
                 sqlite_url()
             };
-            let spec = Spec {
-                seed: opts.seed ^ u64::from(rate),
-                invalid_share: 0.0,
-                shared_patients: 0,
-                size: Size::Plain,
-            };
-            let load = workload::generate(spec, rate as usize * seconds);
-            match broker::latency(&opts.amqp_url, &url, store, &load, rate).await {
+            match broker::latency(&opts.amqp_url, &url, store, &load_at(rate), rate).await {
                 Ok(row) => report.latency.push(row),
                 Err(e) => report
                     .skipped
                     .push(format!("latency {store} {rate}/s: {e}")),
             }
         }
+    }
+    run_rss(opts, report).await
+}
+
+/// Peak RSS of `serve` by message size (SQLite store).
+async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
+    if !opts.selection.runs(Part::Rss) {
+        return report;
     }
     let sizes: &[(Size, usize)] = if opts.quick {
         &[(Size::Plain, 500), (Size::Large, 100)]
@@ -287,8 +371,13 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         ]
     };
     for &(size, n) in sizes {
-        match broker::gateway_throughput(&opts.amqp_url, &sqlite_url(), "sqlite", &valid(size, n))
-            .await
+        match broker::gateway_throughput(
+            &opts.amqp_url,
+            &sqlite_url(),
+            "sqlite",
+            &valid(opts.seed, size, n),
+        )
+        .await
         {
             Ok((_, rss)) => report
                 .rss_by_size
@@ -336,7 +425,7 @@ pub fn table(report: &Report) -> String {
             r.peak_rss_mb
         ));
     }
-    out.push_str("\nLatency, open loop, scheduled send -> provider output (ms)\n");
+    out.push_str("\nLatency, open loop, scheduled send -> provider output (ms); store broker = the baseline relay alone, send -> second hop's output\n");
     out.push_str("store      offered/s  messages     p50     p95     p99     max  peak RSS MB\n");
     for r in &report.latency {
         out.push_str(&format!(

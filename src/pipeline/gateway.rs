@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::check::Verdict;
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
-use crate::pipeline::{Engine, Inbound, Processed, patient_key};
+use crate::pipeline::{Engine, Inbound, patient_key};
 use crate::store::ledger::PriorUsage;
 use crate::store::{Finished, Inserted, NewMessage, Store, StoreError};
 use crate::telemetry;
@@ -180,30 +180,8 @@ impl Gateway {
             ),
         };
         let mut tx = self.store.begin().await?;
-        let headers = envelope.headers.to_string();
-        let inserted = tx
-            .insert_message(&new_message(
-                envelope,
-                &gateway_id,
-                &idempotency_key,
-                &headers,
-                &sha256,
-            ))
-            .await?;
-        if let Inserted::Duplicate(seen) = inserted {
-            // Nothing new to write; the first delivery's outputs stand.
-            drop(tx);
-            telemetry::duplicate(envelope.channel);
-            tracing::info!(gateway_id = %seen.id, channel = envelope.channel, "Duplicate message ignored");
-            return Ok(Handled::Duplicate {
-                gateway_id: seen.id,
-                status: seen.status,
-                outcome: seen.outcome.and_then(|o| serde_json::from_str(&o).ok()),
-            });
-        }
-
-        let processed: Processed = match prepared {
-            Err(unreadable) => *unreadable,
+        let (processed, ledger_entry) = match prepared {
+            Err(unreadable) => (*unreadable, None),
             Ok(mut mapped) => {
                 mapped.referral.ids.gateway_id = gateway_id.clone();
                 let prior = match self.engine.budget_query(&mapped, today) {
@@ -215,11 +193,7 @@ impl Gateway {
                     }
                     None => PriorUsage::default(),
                 };
-                let (processed, entry) = self.engine.finish(mapped, &prior, today);
-                if let Some(entry) = entry {
-                    tx.record_ledger(&gateway_id, &entry).await?;
-                }
-                processed
+                self.engine.finish(mapped, &prior, today)
             }
         };
         let lang = self.language(envelope);
@@ -232,22 +206,40 @@ impl Gateway {
         let codes: Vec<&str> = processed.issues.iter().map(|i| i.code.as_str()).collect();
         let codes = codes.join(",");
         let key = processed.referral.as_ref().and_then(patient_key);
-        tx.finish_message(
-            &gateway_id,
-            &Finished {
-                status: processed.verdict.as_str(),
-                jurisdiction: processed
-                    .referral
-                    .as_ref()
-                    .and_then(|r| r.jurisdiction)
-                    .map(|j| j.code()),
-                patient_key: key.as_deref(),
-                rule_codes: &codes,
-                referral: referral_json.as_deref(),
-                outcome: &outcome_text,
-            },
-        )
-        .await?;
+        let headers = envelope.headers.to_string();
+        // The idempotency key is claimed by this insert: a duplicate rolls back everything
+        // above (the patient lock included) and writes nothing.
+        let inserted = tx
+            .insert_finished_message(
+                &new_message(envelope, &gateway_id, &idempotency_key, &headers, &sha256),
+                &Finished {
+                    status: processed.verdict.as_str(),
+                    jurisdiction: processed
+                        .referral
+                        .as_ref()
+                        .and_then(|r| r.jurisdiction)
+                        .map(|j| j.code()),
+                    patient_key: key.as_deref(),
+                    rule_codes: &codes,
+                    referral: referral_json.as_deref(),
+                    outcome: &outcome_text,
+                },
+            )
+            .await?;
+        if let Inserted::Duplicate(seen) = inserted {
+            // Nothing new to write; the first delivery's outputs stand.
+            drop(tx);
+            telemetry::duplicate(envelope.channel);
+            tracing::info!(gateway_id = %seen.id, channel = envelope.channel, "Duplicate message ignored");
+            return Ok(Handled::Duplicate {
+                gateway_id: seen.id,
+                status: seen.status,
+                outcome: seen.outcome.and_then(|o| serde_json::from_str(&o).ok()),
+            });
+        }
+        if let Some(entry) = ledger_entry {
+            tx.record_ledger(&gateway_id, &entry).await?;
+        }
         let origin = Origin {
             gateway_id: &gateway_id,
             message_id: envelope.message_id.as_deref(),
@@ -299,23 +291,21 @@ impl Gateway {
         let mut tx = self.store.begin().await?;
         let headers = envelope.headers.to_string();
         let inserted = tx
-            .insert_message(&new_message(envelope, &gateway_id, &key, &headers, &sha256))
+            .insert_finished_message(
+                &new_message(envelope, &gateway_id, &key, &headers, &sha256),
+                &Finished {
+                    status: "dead",
+                    jurisdiction: None,
+                    patient_key: None,
+                    rule_codes: "",
+                    referral: None,
+                    outcome: "{}",
+                },
+            )
             .await?;
         if let Inserted::Duplicate(seen) = inserted {
             return Ok(seen.id);
         }
-        tx.finish_message(
-            &gateway_id,
-            &Finished {
-                status: "dead",
-                jurisdiction: None,
-                patient_key: None,
-                rule_codes: "",
-                referral: None,
-                outcome: "{}",
-            },
-        )
-        .await?;
         let origin = Origin {
             gateway_id: &gateway_id,
             message_id: envelope.message_id.as_deref(),

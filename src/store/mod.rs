@@ -46,6 +46,12 @@ pub enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The relay's connections. On PostgreSQL they commit without waiting for the WAL flush
+    /// (`synchronous_commit = off`): a claim or a sent mark lost in a crash only makes the relay
+    /// publish a row again, which at-least-once delivery with stable message ids already
+    /// allows, and the messages' own transactions no longer queue behind the relay's fsyncs.
+    /// On SQLite it is the one pool.
+    relay_pool: AnyPool,
     backend: Backend,
     /// Raised when a transaction that enqueued outbox rows commits, so the relay of this
     /// process publishes them at once instead of at its next poll.
@@ -247,6 +253,23 @@ impl Store {
                     .await?
             }
         };
+        let relay_pool = match backend {
+            Backend::Sqlite => pool.clone(),
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("SET synchronous_commit = off")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+        };
         match backend {
             Backend::Sqlite => {
                 sqlx::migrate!("src/store/migrations/sqlite")
@@ -261,6 +284,7 @@ impl Store {
         }
         Ok(Store {
             pool,
+            relay_pool,
             backend,
             outbox_signal: Arc::new(Notify::new()),
         })
@@ -378,7 +402,7 @@ impl Store {
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.relay_pool)
             .await?;
         let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_, _>>()?;
         out.sort_by_key(|r| r.id);
@@ -391,7 +415,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.relay_pool.begin().await?;
         let at = now();
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let sql = format!(
@@ -420,7 +444,7 @@ impl Store {
         )
         .bind(max_attempts)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.relay_pool)
         .await?;
         Ok(())
     }
@@ -429,7 +453,7 @@ impl Store {
     pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
         let row =
             sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE status IN ('pending', 'sending')")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.relay_pool)
                 .await?;
         Ok(row.try_get("n")?)
     }
@@ -446,6 +470,7 @@ impl Store {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        self.relay_pool.close().await;
         self.pool.close().await;
     }
 }
@@ -493,7 +518,8 @@ pub struct Tx {
 }
 
 impl Tx {
-    /// Stores the raw message, unless its idempotency key was seen before.
+    /// Stores the raw message, unless its idempotency key was seen before. Its verdict follows
+    /// with [`Tx::finish_message`] (billing writes rows that refer to it in between).
     pub async fn insert_message(&mut self, m: &NewMessage<'_>) -> Result<Inserted, StoreError> {
         let at = now();
         let inserted = sqlx::query(
@@ -515,12 +541,61 @@ impl Tx {
         .bind(m.body)
         .execute(&mut *self.tx)
         .await?;
-        if inserted.rows_affected() == 1 {
+        self.new_or_duplicate(inserted.rows_affected(), m.idempotency_key)
+            .await
+    }
+
+    /// Stores the raw message together with its verdict in one row write, unless its
+    /// idempotency key was seen before. One write instead of insert-then-update: on PostgreSQL
+    /// the update wrote a second row version and new entries in every index of `messages`.
+    pub async fn insert_finished_message(
+        &mut self,
+        m: &NewMessage<'_>,
+        f: &Finished<'_>,
+    ) -> Result<Inserted, StoreError> {
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, content_type, message_id, \
+             correlation_id, reply_to, headers, sha256, body, status, jurisdiction, patient_key, rule_codes, \
+             referral, outcome) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(m.id)
+        .bind(m.idempotency_key)
+        .bind(m.channel)
+        .bind(&at)
+        .bind(m.content_type)
+        .bind(m.message_id)
+        .bind(m.correlation_id)
+        .bind(m.reply_to)
+        .bind(m.headers)
+        .bind(m.sha256)
+        .bind(m.body)
+        .bind(f.status)
+        .bind(f.jurisdiction)
+        .bind(f.patient_key)
+        .bind(f.rule_codes)
+        .bind(f.referral)
+        .bind(f.outcome)
+        .execute(&mut *self.tx)
+        .await?;
+        self.new_or_duplicate(inserted.rows_affected(), m.idempotency_key)
+            .await
+    }
+
+    /// `New` when the insert wrote its row, else what is stored under the key.
+    async fn new_or_duplicate(
+        &mut self,
+        rows_affected: u64,
+        idempotency_key: &str,
+    ) -> Result<Inserted, StoreError> {
+        if rows_affected == 1 {
             return Ok(Inserted::New);
         }
         let row =
             sqlx::query("SELECT id, status, outcome FROM messages WHERE idempotency_key = $1")
-                .bind(m.idempotency_key)
+                .bind(idempotency_key)
                 .fetch_one(&mut *self.tx)
                 .await?;
         Ok(Inserted::Duplicate(StoredSummary {
