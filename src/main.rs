@@ -89,10 +89,10 @@ enum Command {
         /// Run only these parts (repeatable): in-process, end-to-end, latency, rss. Default: all.
         #[arg(long = "part", value_enum)]
         parts: Vec<sociogate::bench::Part>,
-        /// Run the store-backed parts only with this store (sqlite or postgres). Default: both
-        /// (SQLite only with --quick).
-        #[arg(long)]
-        store: Option<String>,
+        /// Run the store-backed parts only with this store. Default: both (SQLite only with
+        /// --quick).
+        #[arg(long, value_enum)]
+        store: Option<sociogate::bench::StoreKind>,
         /// Offered loads of the latency part, msg/s (repeatable). Default: 200, 500, 1000
         /// (200 with --quick).
         #[arg(long = "rate")]
@@ -149,7 +149,7 @@ fn main() -> ExitCode {
     {
         let selection = sociogate::bench::Selection {
             parts: parts.clone(),
-            store: store.clone(),
+            store: *store,
             rates: rates.clone(),
         };
         return match bench(

@@ -48,6 +48,17 @@ pub fn processed(channel: &'static str, verdict: Verdict, took: Duration) {
         .record(took.as_secs_f64());
 }
 
+/// One group commit of `messages` referrals succeeded (their ratio is the mean batch size).
+pub fn committed(messages: usize) {
+    counter!("sociogate_store_commits_total").increment(1);
+    counter!("sociogate_store_committed_messages_total").increment(messages as u64);
+}
+
+/// A group commit failed and its messages were written one by one.
+pub fn batch_failed() {
+    counter!("sociogate_store_batch_failures_total").increment(1);
+}
+
 /// A duplicate delivery was recognised.
 pub fn duplicate(channel: &'static str) {
     counter!("sociogate_intake_duplicates_total", "channel" => channel).increment(1);

@@ -6,9 +6,14 @@ mod common;
 use std::time::Duration;
 
 use common::read;
-use common::service::{Client, config, kvnr, pg_database, referral_for, sqlite_database, unique};
+use common::service::{
+    Client, DatabaseCleanup, config, kvnr, pg_database, referral_for, sqlite_database, unique,
+};
 use serde_json::Value;
 use sociogate::app;
+use sociogate::check::Verdict;
+use sociogate::pipeline::gateway::{Envelope, Gateway, Handled};
+use sociogate::store::Store;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -637,4 +642,117 @@ async fn cda_and_fhir_xml_are_accepted_over_amqp_and_http_and_forwarded_as_fhir(
     let body: Value = answer.json().await.unwrap_or_default();
     assert_eq!(body["verdict"], "accepted", "{body}");
     running.shutdown().await;
+}
+
+fn envelope(body: Vec<u8>, message_id: &str) -> Envelope {
+    Envelope {
+        channel: "amqp",
+        body,
+        content_type: Some("application/fhir+json".to_owned()),
+        message_id: Some(message_id.to_owned()),
+        headers: serde_json::json!({}),
+        ..Envelope::default()
+    }
+}
+
+/// Referrals handled at the same moment are written by one writer, several to a transaction.
+/// The invariants of one transaction per message must still hold: one patient's budget is
+/// never exceeded, a repeat is one output, and a message the database refuses fails alone
+/// instead of taking its batch-mates with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_committed_together_keep_the_budget_and_idempotency_and_fail_alone() {
+    let database = pg_database().await;
+    let cfg = config(&database);
+    let _cleanup = DatabaseCleanup(cfg.clone());
+    let store = Store::connect(&database, 8)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Gateway::new(
+        std::sync::Arc::new(common::engine()),
+        store.clone(),
+        cfg.amqp.clone(),
+        "en",
+    );
+    let patient = kvnr(9_000_002);
+    let mut envelopes = Vec::new();
+    // Ten referrals of 30 hours for one patient: four fit into 120 hours.
+    for n in 0..10 {
+        let body = referral_for(&patient, 30, &uuid::Uuid::new_v4().to_string());
+        envelopes.push(envelope(body, &format!("same-patient-{n}")));
+    }
+    // The first two again, as a broker redelivers them.
+    envelopes.push(envelopes[0].clone());
+    envelopes.push(envelopes[1].clone());
+    // Six other patients, one referral each.
+    for n in 0..6 {
+        let body = referral_for(&kvnr(9_100_000 + n), 30, &uuid::Uuid::new_v4().to_string());
+        envelopes.push(envelope(body, &format!("other-patient-{n}")));
+    }
+    // PostgreSQL refuses text with a NUL character: this message's row cannot be written.
+    let refused = referral_for(&kvnr(9_200_000), 30, &uuid::Uuid::new_v4().to_string());
+    envelopes.push(envelope(refused, "refused\0id"));
+
+    let tasks: Vec<_> = envelopes
+        .into_iter()
+        .map(|e| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move { (e.message_id.clone(), gateway.handle(&e).await) })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(id, _)| id.as_deref() == Some("refused\0id"))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].1.is_err(), "{:?}", refused[0].1);
+
+    let verdicts = |prefix: &str| -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for (id, result) in &results {
+            if !id.as_deref().is_some_and(|id| id.starts_with(prefix)) {
+                continue;
+            }
+            match result {
+                Ok(Handled::New { verdict, .. }) if *verdict == Verdict::Accepted => counts.0 += 1,
+                Ok(Handled::New { .. }) => counts.1 += 1,
+                Ok(Handled::Duplicate { .. }) => counts.2 += 1,
+                Err(e) => panic!("{id:?} failed: {e}"),
+            }
+        }
+        counts
+    };
+    // (accepted, rejected, duplicate)
+    assert_eq!(verdicts("same-patient-"), (4, 6, 2));
+    assert_eq!(verdicts("other-patient-"), (6, 0, 0));
+
+    // Each repeat names the gateway id of the one delivery that was written.
+    for id in ["same-patient-0", "same-patient-1"] {
+        let ids: Vec<&str> = results
+            .iter()
+            .filter(|(m, _)| m.as_deref() == Some(id))
+            .filter_map(|(_, r)| match r {
+                Ok(Handled::New { gateway_id, .. } | Handled::Duplicate { gateway_id, .. }) => {
+                    Some(gateway_id.as_str())
+                }
+                Err(_) => None,
+            })
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0], ids[1], "{id}");
+    }
+
+    let key = format!("http://fhir.de/sid/gkv/kvid-10|{patient}");
+    assert_eq!(store.ledger_minutes(&key).await.ok(), Some(4 * 30 * 60));
+    let mut counts = store.status_counts().await.unwrap_or_default();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![("accepted".to_owned(), 10), ("rejected".to_owned(), 6)]
+    );
+    store.close().await;
 }

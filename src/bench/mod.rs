@@ -45,13 +45,22 @@ pub enum Part {
     Rss,
 }
 
+/// A store the store-backed parts run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// The PostgreSQL server given by `--postgres`.
+    Postgres,
+}
+
 /// A subset of the benchmark, for looking at one number without the ten-minute full run.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// Parts to run; empty: all.
     pub parts: Vec<Part>,
-    /// `sqlite` or `postgres`; none: both (SQLite only in a quick run).
-    pub store: Option<String>,
+    /// One store; none: both (SQLite only in a quick run).
+    pub store: Option<StoreKind>,
     /// Offered loads of the latency part; empty: the defaults.
     pub rates: Vec<u32>,
 }
@@ -61,8 +70,8 @@ impl Selection {
         self.parts.is_empty() || self.parts.contains(&part)
     }
 
-    fn uses_store(&self, store: &str) -> bool {
-        self.store.as_deref().is_none_or(|s| s == store)
+    fn uses_store(&self, store: StoreKind) -> bool {
+        self.store.is_none_or(|s| s == store)
     }
 }
 
@@ -259,11 +268,11 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         return run_rss(opts, report).await;
     }
     let mut stores = Vec::new();
-    if selection.uses_store("sqlite") {
+    if selection.uses_store(StoreKind::Sqlite) {
         stores.push(("sqlite".to_owned(), sqlite_url()));
     }
-    let postgres_wanted = selection.store.as_deref() == Some("postgres")
-        || (selection.store.is_none() && !opts.quick);
+    let postgres_wanted =
+        selection.store == Some(StoreKind::Postgres) || (selection.store.is_none() && !opts.quick);
     if let (Some(admin), true) = (&opts.postgres_url, postgres_wanted) {
         match fresh_postgres(admin).await {
             Ok(url) => stores.push(("postgres".to_owned(), url)),
@@ -388,15 +397,15 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
     report
 }
 
-/// The human table.
+/// The human table: one section per part that produced rows.
 pub fn table(report: &Report) -> String {
-    let mut out = format!(
-        "machine: {}\n\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone\n",
-        report.machine
-    );
-    out.push_str(
-        "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
-    );
+    let mut out = format!("machine: {}\n", report.machine);
+    if !report.in_process.is_empty() {
+        out.push_str("\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone\n");
+        out.push_str(
+            "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
+        );
+    }
     for r in &report.in_process {
         out.push_str(&format!(
             "{:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}\n",
@@ -412,8 +421,10 @@ pub fn table(report: &Report) -> String {
             r.check_msgs_per_s
         ));
     }
-    out.push_str("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks); baseline = same messages relayed twice without processing\n");
-    out.push_str("store      messages  gateway msg/s  baseline msg/s  ratio  peak RSS MB\n");
+    if !report.end_to_end.is_empty() {
+        out.push_str("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks); baseline = same messages relayed twice without processing\n");
+        out.push_str("store      messages  gateway msg/s  baseline msg/s  ratio  peak RSS MB\n");
+    }
     for r in &report.end_to_end {
         out.push_str(&format!(
             "{:<10} {:>8}  {:>13.0}  {:>14.0}  {:>5.2}  {:>11.1}\n",
@@ -425,8 +436,12 @@ pub fn table(report: &Report) -> String {
             r.peak_rss_mb
         ));
     }
-    out.push_str("\nLatency, open loop, scheduled send -> provider output (ms); store broker = the baseline relay alone, send -> second hop's output\n");
-    out.push_str("store      offered/s  messages     p50     p95     p99     max  peak RSS MB\n");
+    if !report.latency.is_empty() {
+        out.push_str("\nLatency, open loop, scheduled send -> provider output (ms); store broker = the baseline relay alone, send -> second hop's output\n");
+        out.push_str(
+            "store      offered/s  messages     p50     p95     p99     max  peak RSS MB\n",
+        );
+    }
     for r in &report.latency {
         out.push_str(&format!(
             "{:<10} {:>9}  {:>8}  {:>6.1}  {:>6.1}  {:>6.1}  {:>6.1}  {:>11.1}\n",
@@ -440,7 +455,9 @@ pub fn table(report: &Report) -> String {
             r.peak_rss_mb
         ));
     }
-    out.push_str("\nPeak RSS of serve by message size\n");
+    if !report.rss_by_size.is_empty() {
+        out.push_str("\nPeak RSS of serve by message size\n");
+    }
     for (what, mb) in &report.rss_by_size {
         out.push_str(&format!("{what:<16} {mb:>8.1} MB\n"));
     }

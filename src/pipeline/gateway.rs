@@ -1,17 +1,19 @@
 //! The service pipeline: one inbound message through decode, map, check, store and the
-//! outbox, in one database transaction. Intakes (AMQP, HTTP, replay) call [`Gateway::handle`]
+//! outbox; its rows are committed in one transaction (shared with other referrals written at
+//! the same moment: see `commit`). Intakes (AMQP, HTTP, replay) call [`Gateway::handle`]
 //! and acknowledge only after it returns `Ok`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
+use super::commit::{self, Pending};
 use crate::check::Verdict;
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
-use crate::pipeline::{Engine, Inbound, patient_key};
-use crate::store::ledger::PriorUsage;
+use crate::pipeline::Engine;
 use crate::store::{Finished, Inserted, NewMessage, Store, StoreError};
 use crate::telemetry;
 
@@ -39,7 +41,7 @@ pub struct Envelope {
 }
 
 /// The row of an inbound message before its verdict.
-fn new_message<'a>(
+pub(super) fn new_message<'a>(
     envelope: &'a Envelope,
     gateway_id: &'a str,
     idempotency_key: &'a str,
@@ -91,6 +93,8 @@ pub struct Gateway {
     amqp: Arc<AmqpConfig>,
     default_language: Arc<str>,
     pub(super) billing: Arc<super::billing::Billing>,
+    /// The group-commit writer of referrals, started by the first one on the caller's runtime.
+    committer: Arc<OnceLock<mpsc::Sender<Pending>>>,
 }
 
 impl Gateway {
@@ -107,6 +111,7 @@ impl Gateway {
             amqp: Arc::new(amqp),
             default_language: Arc::from(default_language),
             billing: Arc::default(),
+            committer: Arc::default(),
         }
     }
 
@@ -145,8 +150,9 @@ impl Gateway {
             .unwrap_or_else(|| self.default_language.to_string())
     }
 
-    /// Processes one message and stores it with its verdict and outputs, in one transaction.
-    /// `Err` means nothing was stored: the caller must not acknowledge, and retries later.
+    /// Processes one message and stores it with its verdict and outputs, in one transaction
+    /// (for referrals, possibly together with others). Returns after the commit. `Err` means
+    /// nothing was stored: the caller must not acknowledge, and retries later.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, StoreError> {
         match super::billing::message_kind(&envelope.body) {
             super::billing::MessageKind::Approval => return self.handle_approval(envelope).await,
@@ -157,13 +163,9 @@ impl Gateway {
         }
         let started = Instant::now();
         let today = time::OffsetDateTime::now_utc().date();
-        let inbound = Inbound {
-            bytes: &envelope.body,
-            content_type: envelope.content_type.as_deref(),
-            message_id: envelope.message_id.as_deref(),
-            jurisdiction: envelope.jurisdiction,
-        };
-        let prepared = self.engine.prepare(inbound);
+        // Decode, map and the budget question happen here, on the caller's task; the writer
+        // only checks against the ledger and writes (see `commit`).
+        let prepared = self.engine.prepare(commit::inbound(envelope));
         let (gateway_id, idempotency_key, sha256) = match &prepared {
             Ok(mapped) => (
                 mapped.referral.ids.gateway_id.clone(),
@@ -179,98 +181,35 @@ impl Gateway {
                 unreadable.sha256.clone(),
             ),
         };
-        let mut tx = self.store.begin().await?;
-        let (processed, ledger_entry) = match prepared {
-            Err(unreadable) => (*unreadable, None),
-            Ok(mut mapped) => {
-                mapped.referral.ids.gateway_id = gateway_id.clone();
-                let prior = match self.engine.budget_query(&mapped, today) {
-                    Some(q) => {
-                        // Serialises budget checks and ledger updates per patient until commit.
-                        tx.lock_patient(&q.patient_key).await?;
-                        tx.prior_usage(&q.patient_key, q.start, q.window_years)
-                            .await?
-                    }
-                    None => PriorUsage::default(),
-                };
-                self.engine.finish(mapped, &prior, today)
-            }
-        };
-        let lang = self.language(envelope);
-        let outcome = self.engine.outcome(&processed, &lang).to_json();
-        let outcome_text = outcome.to_string();
-        let referral_json = processed
-            .referral
+        let budget = prepared
             .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok());
-        let codes: Vec<&str> = processed.issues.iter().map(|i| i.code.as_str()).collect();
-        let codes = codes.join(",");
-        let key = processed.referral.as_ref().and_then(patient_key);
-        let headers = envelope.headers.to_string();
-        // The idempotency key is claimed by this insert: a duplicate rolls back everything
-        // above (the patient lock included) and writes nothing.
-        let inserted = tx
-            .insert_finished_message(
-                &new_message(envelope, &gateway_id, &idempotency_key, &headers, &sha256),
-                &Finished {
-                    status: processed.verdict.as_str(),
-                    jurisdiction: processed
-                        .referral
-                        .as_ref()
-                        .and_then(|r| r.jurisdiction)
-                        .map(|j| j.code()),
-                    patient_key: key.as_deref(),
-                    rule_codes: &codes,
-                    referral: referral_json.as_deref(),
-                    outcome: &outcome_text,
-                },
-            )
-            .await?;
-        if let Inserted::Duplicate(seen) = inserted {
-            // Nothing new to write; the first delivery's outputs stand.
-            drop(tx);
-            telemetry::duplicate(envelope.channel);
-            tracing::info!(gateway_id = %seen.id, channel = envelope.channel, "Duplicate message ignored");
-            return Ok(Handled::Duplicate {
-                gateway_id: seen.id,
-                status: seen.status,
-                outcome: seen.outcome.and_then(|o| serde_json::from_str(&o).ok()),
-            });
-        }
-        if let Some(entry) = ledger_entry {
-            tx.record_ledger(&gateway_id, &entry).await?;
-        }
-        let origin = Origin {
-            gateway_id: &gateway_id,
-            message_id: envelope.message_id.as_deref(),
-            correlation_id: envelope.correlation_id.as_deref(),
-            reply_to: envelope.reply_to.as_deref(),
-            content_type: envelope.content_type.as_deref(),
-            body: &envelope.body,
-        };
-        let outputs = forward::plan(
-            &origin,
-            &processed,
-            &outcome,
-            &self.amqp,
-            self.engine.mappings(),
-        );
-        tx.enqueue_all(&gateway_id, &outputs).await?;
-        tx.commit().await?;
-        telemetry::processed(envelope.channel, processed.verdict, started.elapsed());
-        tracing::info!(
-            gateway_id = %gateway_id,
-            message_id = envelope.message_id.as_deref().unwrap_or(""),
-            correlation_id = envelope.correlation_id.as_deref().unwrap_or(""),
-            verdict = processed.verdict.as_str(),
-            rules = %codes,
-            "Message processed"
-        );
-        Ok(Handled::New {
+            .ok()
+            .and_then(|mapped| self.engine.budget_query(mapped, today));
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            envelope: envelope.clone(),
+            prepared: Some(prepared),
             gateway_id,
-            verdict: processed.verdict,
-            outcome,
-        })
+            idempotency_key,
+            sha256,
+            budget,
+            language: self.language(envelope),
+            today,
+            started,
+            reply,
+        };
+        let committer = self.committer.get_or_init(|| {
+            commit::spawn(commit::Writer {
+                engine: self.engine.clone(),
+                store: self.store.clone(),
+                amqp: self.amqp.clone(),
+            })
+        });
+        committer
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Stores a message that failed transiently too often and routes it to the dead-letter queue.

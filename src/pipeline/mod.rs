@@ -4,6 +4,7 @@
 use sha2::{Digest, Sha256};
 
 pub mod billing;
+mod commit;
 pub mod gateway;
 use time::Date;
 

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// Another transaction changed what this one read; nothing was written, try again.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The process's store writer is gone (the runtime is shutting down); nothing was written.
+    #[error("store writer stopped")]
+    WriterStopped,
 }
 
 /// Which database is behind the pool.

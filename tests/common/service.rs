@@ -369,6 +369,19 @@ impl Drop for Client {
     }
 }
 
+/// Drops a test's database (PostgreSQL) or file (SQLite) when it goes out of scope, for tests
+/// that use the store without a broker [`Client`].
+pub struct DatabaseCleanup(pub Config);
+
+impl Drop for DatabaseCleanup {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        sociogate::bench::block_on_own_thread(BROKER_TIMEOUT, async move {
+            let _ = tokio::time::timeout(BROKER_TIMEOUT, remove_database(&config)).await;
+        });
+    }
+}
+
 /// Deletes the queues and exchanges named in `config` (and the client's own queues).
 async fn remove_broker_topology(config: &Config) {
     let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
