@@ -1,21 +1,25 @@
 //! Group commit: referrals are decoded and mapped on their own tasks, then written by one
 //! writer per process, several to a transaction.
 //!
-//! A transaction per message paid, per message, a commit (on PostgreSQL an fsync) and on
-//! SQLite a hand-over to its one connection's thread for every statement; profiles of `serve`
-//! showed most of its CPU in those hand-overs and the wake-ups around them. The writer takes
-//! whatever is waiting when it is free (nothing is held back for a timer, so a lone message
-//! is written at once) and commits it in one transaction. Each caller still gets its own
-//! answer only after that commit, so "acked only after stored" holds per message.
+//! A transaction per message paid, per message, a commit (on PostgreSQL an fsync) and about
+//! seven statements, each on SQLite a hand-over to its one connection's thread and back;
+//! profiles of `serve` showed most of its CPU in those hand-overs and the wake-ups around
+//! them. The writer takes whatever is waiting when it is free (nothing is held back for a
+//! timer, so a lone message is written at once) and writes it with a fixed number of
+//! statements: the keys already stored, the patients' locks and ledger, then one insert each
+//! for messages, ledger claims and outbox rows. Each caller gets its own answer only after the
+//! commit, so "acked only after stored" holds per message.
 //!
-//! Within a batch, messages are written in the order of their patient key (a stable sort, so
-//! one patient's messages keep their order): every writer takes patient locks in the same
-//! order, so two instances cannot deadlock on them. A message sees the ledger claims of the
-//! ones before it in the same transaction, as it would have seen them committed.
+//! The checks run in memory between the reads and the inserts, in batch order, each against
+//! the patient's ledger plus the claims of the messages before it in the batch: the same
+//! answers as one transaction per message in that order. Within a batch, messages are ordered
+//! by patient key (a stable sort, so one patient's messages keep their order), and the locks
+//! are taken in that order, so two writers (two instances) cannot deadlock on them.
 //!
 //! If a batch fails, each of its messages is written again in a transaction of its own, so a
 //! message the database refuses fails alone and does not take its batch-mates' attempts with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,8 +31,8 @@ use super::gateway::{Envelope, Handled, new_message};
 use super::{BudgetQuery, Engine, Inbound, Mapped, Processed, patient_key};
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
-use crate::store::ledger::PriorUsage;
-use crate::store::{Finished, Inserted, Store, StoreError, Tx};
+use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
+use crate::store::{Finished, NewMessage, NewOutbound, Store, StoreError};
 use crate::telemetry;
 
 /// At most this many messages in one transaction.
@@ -127,25 +131,145 @@ impl Writer {
     }
 
     /// One transaction for all of `batch`, committed; the results in `batch`'s order.
+    ///
+    /// A fixed number of statements per batch, not per message: on SQLite each statement is a
+    /// hand-over to the connection's thread and back, on PostgreSQL a round trip. Reads first
+    /// (what is stored under the keys; the patients' locks and ledger), then every check in
+    /// memory in batch order, each seeing the claims of the ones before it, then one insert each
+    /// for messages, ledger claims and outbox rows.
     async fn write_together(&self, batch: &mut [Pending]) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.store.begin().await?;
-        let mut written = Vec::with_capacity(batch.len());
-        for pending in batch.iter_mut() {
-            written.push(self.write(&mut tx, pending).await?);
+        let keys: Vec<String> = batch.iter().map(|p| p.idempotency_key.clone()).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let stored = tx.stored_by_keys(&key_refs).await?;
+        let mut patients: Vec<&str> = batch
+            .iter()
+            .filter_map(|p| p.budget.as_ref().map(|q| q.patient_key.as_str()))
+            .collect();
+        patients.sort_unstable();
+        patients.dedup();
+        // Serialises budget checks and ledger updates per patient until commit.
+        tx.lock_patients(&patients).await?;
+        let mut ledger: HashMap<String, Vec<LedgerEntry>> = HashMap::new();
+        for entry in tx.ledger_entries(&patients).await? {
+            ledger
+                .entry(entry.patient_key.clone())
+                .or_default()
+                .push(entry);
         }
+
+        let mut rows: Vec<Row> = Vec::with_capacity(batch.len());
+        let mut written: Vec<Written> = Vec::with_capacity(batch.len());
+        // Keys written earlier in this batch: a repeat within it is a duplicate of that one.
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for (index, pending) in batch.iter_mut().enumerate() {
+            if let Some(seen) = stored.get(&pending.idempotency_key) {
+                written.push(duplicate(
+                    seen.id.clone(),
+                    seen.status.clone(),
+                    seen.outcome
+                        .as_deref()
+                        .and_then(|o| serde_json::from_str(o).ok()),
+                ));
+                continue;
+            }
+            if let Some(&first) = claimed.get(pending.idempotency_key.as_str()) {
+                let earlier = match &written[first].handled {
+                    Handled::New {
+                        gateway_id,
+                        verdict,
+                        outcome,
+                    } => duplicate(
+                        gateway_id.clone(),
+                        verdict.as_str().to_owned(),
+                        Some(outcome.clone()),
+                    ),
+                    Handled::Duplicate {
+                        gateway_id,
+                        status,
+                        outcome,
+                    } => duplicate(gateway_id.clone(), status.clone(), outcome.clone()),
+                };
+                written.push(earlier);
+                continue;
+            }
+            let (mut row, done) = self.check(pending, &ledger);
+            row.index = index;
+            if let Some(entry) = &row.ledger_entry {
+                ledger
+                    .entry(entry.patient_key.clone())
+                    .or_default()
+                    .push(entry.clone());
+            }
+            claimed.insert(keys[index].as_str(), written.len());
+            rows.push(row);
+            written.push(done);
+        }
+
+        let new_rows: Vec<(NewMessage<'_>, Finished<'_>)> = rows
+            .iter()
+            .map(|row| {
+                let p = &batch[row.index];
+                (
+                    new_message(
+                        &p.envelope,
+                        &p.gateway_id,
+                        &p.idempotency_key,
+                        &row.headers,
+                        &p.sha256,
+                    ),
+                    Finished {
+                        status: row.status,
+                        jurisdiction: row.jurisdiction,
+                        patient_key: row.patient_key.as_deref(),
+                        rule_codes: &row.rule_codes,
+                        referral: row.referral_json.as_deref(),
+                        outcome: &row.outcome_text,
+                    },
+                )
+            })
+            .collect();
+        // The idempotency keys are claimed by this insert. Another writer (another instance)
+        // may have claimed one since `stored_by_keys` looked: then nothing of this batch stands,
+        // and the one-by-one retry finds it stored.
+        if tx.insert_finished_messages(&new_rows).await? != new_rows.len() as u64 {
+            return Err(StoreError::Conflict(
+                "an idempotency key was claimed by another writer".to_owned(),
+            ));
+        }
+        let claims: Vec<(&str, &LedgerEntry)> = rows
+            .iter()
+            .filter_map(|row| {
+                let entry = row.ledger_entry.as_ref()?;
+                Some((batch[row.index].gateway_id.as_str(), entry))
+            })
+            .collect();
+        tx.record_ledger_all(&claims).await?;
+        let outputs: Vec<(&str, &NewOutbound)> = rows
+            .iter()
+            .flat_map(|row| {
+                let id = batch[row.index].gateway_id.as_str();
+                row.outputs.iter().map(move |out| (id, out))
+            })
+            .collect();
+        tx.enqueue_many(&outputs).await?;
         tx.commit().await?;
         telemetry::committed(batch.len());
         Ok(written)
     }
 
-    /// Checks one message against the ledger as it stands in `tx` and writes it with its
-    /// verdict and outputs.
-    async fn write(&self, tx: &mut Tx, pending: &mut Pending) -> Result<Written, StoreError> {
+    /// Checks one message against its patient's ledger as this batch has it so far (no I/O),
+    /// and builds its row and outputs.
+    fn check(
+        &self,
+        pending: &mut Pending,
+        ledger: &HashMap<String, Vec<LedgerEntry>>,
+    ) -> (Row, Written) {
         let envelope = &pending.envelope;
         let prepared = match pending.prepared.take() {
             Some(prepared) => prepared,
-            // The batch this message was in failed after consuming it; prepare it again
-            // (pure and deterministic but for the gateway id, which is set below).
+            // An earlier attempt in a batch that failed consumed it; prepare it again (pure
+            // and deterministic but for the gateway id, which is set below).
             None => self.engine.prepare(inbound(envelope)),
         };
         let (processed, ledger_entry) = match prepared {
@@ -153,67 +277,19 @@ impl Writer {
             Ok(mut mapped) => {
                 mapped.referral.ids.gateway_id = pending.gateway_id.clone();
                 let prior = match &pending.budget {
-                    Some(q) => {
-                        // Serialises budget checks and ledger updates per patient until commit.
-                        tx.lock_patient(&q.patient_key).await?;
-                        tx.prior_usage(&q.patient_key, q.start, q.window_years)
-                            .await?
-                    }
+                    Some(q) => usage_from_entries(
+                        ledger.get(&q.patient_key).map_or(&[], Vec::as_slice),
+                        q.start,
+                        q.window_years,
+                    ),
                     None => PriorUsage::default(),
                 };
                 self.engine.finish(mapped, &prior, pending.today)
             }
         };
         let outcome = self.engine.outcome(&processed, &pending.language).to_json();
-        let outcome_text = outcome.to_string();
-        let referral_json = processed
-            .referral
-            .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok());
         let codes: Vec<&str> = processed.issues.iter().map(|i| i.code.as_str()).collect();
         let rule_codes = codes.join(",");
-        let key = processed.referral.as_ref().and_then(patient_key);
-        let headers = envelope.headers.to_string();
-        // The idempotency key is claimed by this insert; a duplicate writes nothing further.
-        let inserted = tx
-            .insert_finished_message(
-                &new_message(
-                    envelope,
-                    &pending.gateway_id,
-                    &pending.idempotency_key,
-                    &headers,
-                    &pending.sha256,
-                ),
-                &Finished {
-                    status: processed.verdict.as_str(),
-                    jurisdiction: processed
-                        .referral
-                        .as_ref()
-                        .and_then(|r| r.jurisdiction)
-                        .map(|j| j.code()),
-                    patient_key: key.as_deref(),
-                    rule_codes: &rule_codes,
-                    referral: referral_json.as_deref(),
-                    outcome: &outcome_text,
-                },
-            )
-            .await?;
-        if let Inserted::Duplicate(seen) = inserted {
-            // The first delivery's outputs stand.
-            return Ok(Written {
-                handled: Handled::Duplicate {
-                    gateway_id: seen.id,
-                    status: seen.status,
-                    outcome: seen
-                        .outcome
-                        .and_then(|o| serde_json::from_str::<Value>(&o).ok()),
-                },
-                rule_codes: String::new(),
-            });
-        }
-        if let Some(entry) = ledger_entry {
-            tx.record_ledger(&pending.gateway_id, &entry).await?;
-        }
         let origin = Origin {
             gateway_id: &pending.gateway_id,
             message_id: envelope.message_id.as_deref(),
@@ -229,15 +305,60 @@ impl Writer {
             &self.amqp,
             self.engine.mappings(),
         );
-        tx.enqueue_all(&pending.gateway_id, &outputs).await?;
-        Ok(Written {
+        let row = Row {
+            index: 0,
+            status: processed.verdict.as_str(),
+            jurisdiction: processed
+                .referral
+                .as_ref()
+                .and_then(|r| r.jurisdiction)
+                .map(|j| j.code()),
+            patient_key: processed.referral.as_ref().and_then(patient_key),
+            referral_json: processed
+                .referral
+                .as_ref()
+                .and_then(|r| serde_json::to_string(r).ok()),
+            outcome_text: outcome.to_string(),
+            headers: envelope.headers.to_string(),
+            rule_codes: rule_codes.clone(),
+            ledger_entry,
+            outputs,
+        };
+        let done = Written {
             handled: Handled::New {
                 gateway_id: pending.gateway_id.clone(),
                 verdict: processed.verdict,
                 outcome,
             },
             rule_codes,
-        })
+        };
+        (row, done)
+    }
+}
+
+/// What one new message writes: its row's finished columns, its ledger claim, its outputs.
+struct Row {
+    /// Its place in the batch.
+    index: usize,
+    status: &'static str,
+    jurisdiction: Option<&'static str>,
+    patient_key: Option<String>,
+    referral_json: Option<String>,
+    outcome_text: String,
+    headers: String,
+    rule_codes: String,
+    ledger_entry: Option<LedgerEntry>,
+    outputs: Vec<NewOutbound>,
+}
+
+fn duplicate(gateway_id: String, status: String, outcome: Option<Value>) -> Written {
+    Written {
+        handled: Handled::Duplicate {
+            gateway_id,
+            status,
+            outcome,
+        },
+        rule_codes: String::new(),
     }
 }
 

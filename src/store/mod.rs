@@ -608,6 +608,176 @@ impl Tx {
         }))
     }
 
+    /// What is already stored under each of `keys`, by key: a group commit's duplicates, found
+    /// in one statement per chunk before anything is written.
+    pub async fn stored_by_keys(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, StoredSummary>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in keys.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT idempotency_key, id, status, outcome FROM messages WHERE idempotency_key IN ({})",
+                placeholders(1, chunk.len())
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for row in query.fetch_all(&mut *self.tx).await? {
+                found.insert(
+                    row.try_get("idempotency_key")?,
+                    StoredSummary {
+                        id: row.try_get("id")?,
+                        status: row.try_get("status")?,
+                        outcome: row.try_get("outcome")?,
+                    },
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// Takes the locks of several patients until commit, in the order given: callers sort the
+    /// keys, so that two writers never wait for each other's locks in a cycle. `keys` must not
+    /// repeat (PostgreSQL refuses to update one row twice in a statement).
+    pub async fn lock_patients(&mut self, keys: &[&str]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(IDS_PER_STATEMENT) {
+            let rows: Vec<String> = (1..=chunk.len()).map(|n| format!("(${n})")).collect();
+            let conflict = match self.backend {
+                // An upsert that always updates takes each row lock in the same round trip.
+                Backend::Postgres => "DO UPDATE SET patient_key = EXCLUDED.patient_key",
+                Backend::Sqlite => "DO NOTHING",
+            };
+            let sql = format!(
+                "INSERT INTO patients (patient_key) VALUES {} ON CONFLICT (patient_key) {conflict}",
+                rows.join(", ")
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Every ledger claim of these patients (take their locks first).
+    pub async fn ledger_entries(&mut self, keys: &[&str]) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for chunk in keys.chunks(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT patient_key, start_date, minutes, trial_units FROM ledger WHERE patient_key IN ({})",
+                placeholders(1, chunk.len())
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                query = query.bind(*key);
+            }
+            for r in query.fetch_all(&mut *self.tx).await? {
+                let start_date: String = r.try_get("start_date")?;
+                let minutes: i64 = r.try_get("minutes")?;
+                let trial_units: i64 = r.try_get("trial_units")?;
+                entries.push(LedgerEntry {
+                    patient_key: r.try_get("patient_key")?,
+                    start: parse_date(&start_date)?,
+                    minutes: u64::try_from(minutes).unwrap_or(0),
+                    trial_units: u32::try_from(trial_units).unwrap_or(0),
+                });
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Stores several finished messages, one statement per chunk. Returns how many rows were
+    /// written: fewer than given means another writer claimed one of the idempotency keys
+    /// after [`Tx::stored_by_keys`] looked (the caller gives up the transaction).
+    pub async fn insert_finished_messages(
+        &mut self,
+        rows: &[(NewMessage<'_>, Finished<'_>)],
+    ) -> Result<u64, StoreError> {
+        const COLUMNS: usize = 17;
+        let at = now();
+        let mut written = 0;
+        for chunk in rows.chunks(IDS_PER_STATEMENT / COLUMNS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|n| {
+                    let first = 1 + n * COLUMNS;
+                    // received_at and updated_at share the row's fourth parameter.
+                    format!(
+                        "(${first}, ${}, ${}, ${at}, ${at}, {})",
+                        first + 1,
+                        first + 2,
+                        placeholders(first + 4, COLUMNS - 4),
+                        at = first + 3,
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, content_type, message_id, \
+                 correlation_id, reply_to, headers, sha256, body, status, jurisdiction, patient_key, rule_codes, \
+                 referral, outcome) VALUES {} ON CONFLICT (idempotency_key) DO NOTHING",
+                values.join(", ")
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (m, f) in chunk {
+                query = query
+                    .bind(m.id)
+                    .bind(m.idempotency_key)
+                    .bind(m.channel)
+                    .bind(at.clone())
+                    .bind(m.content_type)
+                    .bind(m.message_id)
+                    .bind(m.correlation_id)
+                    .bind(m.reply_to)
+                    .bind(m.headers)
+                    .bind(m.sha256)
+                    .bind(m.body)
+                    .bind(f.status)
+                    .bind(f.jurisdiction)
+                    .bind(f.patient_key)
+                    .bind(f.rule_codes)
+                    .bind(f.referral)
+                    .bind(f.outcome);
+            }
+            written += query.execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(written)
+    }
+
+    /// Appends several accepted referrals' claims to the ledger: (message id, claim).
+    pub async fn record_ledger_all(
+        &mut self,
+        entries: &[(&str, &LedgerEntry)],
+    ) -> Result<(), StoreError> {
+        const COLUMNS: usize = 5;
+        for chunk in entries.chunks(IDS_PER_STATEMENT / COLUMNS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|n| format!("({})", placeholders(1 + n * COLUMNS, COLUMNS)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO ledger (patient_key, message, start_date, minutes, trial_units) VALUES {}",
+                values.join(", ")
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (message, entry) in chunk {
+                query = query
+                    .bind(entry.patient_key.as_str())
+                    .bind(*message)
+                    .bind(iso_date(entry.start))
+                    .bind(i64::try_from(entry.minutes).unwrap_or(i64::MAX))
+                    .bind(i64::from(entry.trial_units));
+            }
+            query.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// Takes the per-patient lock until commit, so concurrent referrals of one patient are
     /// checked against the budget one after the other (on SQLite the single writer does this).
     pub async fn lock_patient(&mut self, patient_key: &str) -> Result<(), StoreError> {
@@ -704,9 +874,14 @@ impl Tx {
         message: &str,
         outs: &[NewOutbound],
     ) -> Result<(), StoreError> {
+        let rows: Vec<(&str, &NewOutbound)> = outs.iter().map(|out| (message, out)).collect();
+        self.enqueue_many(&rows).await
+    }
+
+    /// Adds outbound messages of several inbound messages to the outbox: (message id, output),
+    /// one statement per chunk.
+    pub async fn enqueue_many(&mut self, outs: &[(&str, &NewOutbound)]) -> Result<(), StoreError> {
         const COLUMNS: usize = 9;
-        // Far below every parameter limit: one message has a handful of outputs, a billing
-        // run one per referral and insurer.
         for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|n| {
@@ -723,9 +898,9 @@ impl Tx {
             let at = now();
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for out in chunk {
+            for (message, out) in chunk {
                 query = query
-                    .bind(message)
+                    .bind(*message)
                     .bind(&out.kind)
                     .bind(&out.exchange)
                     .bind(&out.routing_key)
