@@ -443,16 +443,24 @@ impl BaselineRelay {
         Ok(relay)
     }
 
-    /// Stops the hops and deletes the queues.
+    /// Stops the hops and deletes the queues; a queue that cannot be deleted is named on
+    /// stderr, so that leftovers do not pile up unnoticed.
     async fn close(self) {
         for task in &self.tasks {
             task.abort();
         }
         for n in 1..=3 {
-            let _ = self
+            let queue = self.queue(n);
+            if let Err(e) = self
                 .channel
-                .queue_delete(self.queue(n).as_str().into(), QueueDeleteOptions::default())
-                .await;
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                eprintln!("bench: could not delete queue {queue}: {e}");
+            }
+        }
+        for connection in &self._connections {
+            let _ = connection.close(200, "bench done".into()).await;
         }
     }
 }
