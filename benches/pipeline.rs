@@ -1,7 +1,9 @@
 //! Micro-benchmarks of the pure stages on the accepted example referral, beside the bare JSON
 //! parse of the same bytes. Run: `cargo bench --bench pipeline`.
 
+use sociogate::config::AmqpConfig;
 use sociogate::decode::{self, Limits};
+use sociogate::forward::{self, Origin};
 use sociogate::mappings::Mappings;
 use sociogate::pipeline::{Engine, Inbound};
 use sociogate::store::ledger::MemoryLedger;
@@ -42,5 +44,38 @@ fn decode_map_check(bencher: divan::Bencher) {
             jurisdiction: None,
         };
         engine.process(inbound, &mut ledger, today).ok()
+    });
+}
+
+/// Everything the in-process row of `sociogate bench` measures: decode, map, check, the
+/// OperationOutcome and every planned output.
+#[divan::bench]
+fn pipeline_with_outputs(bencher: divan::Bencher) {
+    let engine = engine();
+    let cfg = AmqpConfig::default();
+    let today = time::OffsetDateTime::now_utc().date();
+    bencher.bench_local(|| {
+        let mut ledger = MemoryLedger::default();
+        let bytes = divan::black_box(EXAMPLE);
+        let inbound = Inbound {
+            bytes,
+            content_type: None,
+            message_id: None,
+            jurisdiction: None,
+        };
+        let processed = engine.process(inbound, &mut ledger, today).ok()?;
+        let outcome = engine.outcome(&processed, "en").to_json();
+        let origin = Origin {
+            gateway_id: "bench",
+            body: bytes,
+            ..Origin::default()
+        };
+        Some(forward::plan(
+            &origin,
+            &processed,
+            &outcome,
+            &cfg,
+            engine.mappings(),
+        ))
     });
 }

@@ -274,3 +274,47 @@ fn every_corpus_bundle_decodes_alike_by_the_bundle_fast_path_and_by_the_resource
         "{both_failed} of {bundles} failed on both paths"
     );
 }
+
+/// Forwarding copies a Bundle's resources from where decode found them; that must give the
+/// same entries (fullUrl, type, text) as reading the body again, on every corpus Bundle, with
+/// and without a byte order mark in front.
+#[test]
+fn forwarding_from_decodes_entry_spans_equals_reading_the_body_again() {
+    use sociogate::decode::{Decoded, decode};
+    use sociogate::forward::fhir::forwarded_entries;
+    let limits = sociogate::decode::Limits::default();
+    let mut compared = 0;
+    for path in all_files(&corpus())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let plain = std::fs::read(path).unwrap_or_default();
+        let mut with_bom = vec![0xEF, 0xBB, 0xBF];
+        with_bom.extend_from_slice(sociogate::decode::strip_bom(&plain));
+        for bytes in [plain.as_slice(), with_bom.as_slice()] {
+            let Ok((_, Decoded::Fhir(_, Some(spans)))) = decode(bytes, None, &limits) else {
+                continue;
+            };
+            let from_spans = forwarded_entries("gw", bytes, None, Some(&spans));
+            let reread = forwarded_entries("gw", bytes, None, None);
+            let key = |f: &sociogate::forward::fhir::Forwarded<'_>| {
+                (
+                    f.full_url.clone(),
+                    f.resource_type.clone(),
+                    f.json.to_string(),
+                )
+            };
+            assert_eq!(
+                from_spans.iter().map(key).collect::<Vec<_>>(),
+                reread.iter().map(key).collect::<Vec<_>>(),
+                "{}",
+                path.display()
+            );
+            compared += usize::from(!reread.is_empty());
+        }
+    }
+    assert!(
+        compared > 50,
+        "compared {compared} Bundles with forwarded entries"
+    );
+}

@@ -66,8 +66,31 @@ const R4_ONLY: &[&str] = &[
     "RiskEvidenceSynthesis",
 ];
 
+/// Where one Bundle entry's resource lies in the payload, noted by the decode that read it, so
+/// that forwarding copies the sender's text without parsing the payload a second time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntrySpan {
+    /// Position of the entry in `Bundle.entry`.
+    pub index: usize,
+    /// The entry's `fullUrl`.
+    pub full_url: Option<String>,
+    /// The resource's `resourceType`.
+    pub resource_type: String,
+    /// Byte range of the resource's JSON text in the payload.
+    pub resource: std::ops::Range<usize>,
+}
+
 /// Decodes FHIR R4 JSON into the typed model.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Resource, DecodeError> {
+    decode_with_spans(bytes, limits).map(|(resource, _)| resource)
+}
+
+/// Decodes FHIR R4 JSON into the typed model; for a Bundle read entry by entry, also where
+/// each entry's resource lies in `bytes`.
+pub fn decode_with_spans(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Resource, Option<Vec<EntrySpan>>), DecodeError> {
     let shape = scan(bytes, limits.max_depth)?;
     // `Resource` is an internally tagged enum: serde buffers a whole resource into its
     // `Content` tree before it can pick the variant, then parses that tree again. A Bundle
@@ -75,11 +98,11 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Resource, DecodeError> {
     // instead. Same model, same result (tests/corpus.rs compares both on every corpus Bundle);
     // anything the fast path does not take goes the general way, which also explains errors.
     if shape.top_level_type == Some(b"Bundle".as_slice())
-        && let Some(bundle) = bundle_by_entries(bytes)
+        && let Some((bundle, spans)) = bundle_by_entries(bytes)
     {
-        return Ok(Resource::Bundle(bundle));
+        return Ok((Resource::Bundle(bundle), Some(spans)));
     }
-    decode_general(bytes)
+    decode_general(bytes).map(|resource| (resource, None))
 }
 
 /// The general path: the whole payload through fhir-sdk's `Resource` enum.
@@ -94,11 +117,11 @@ pub fn decode_general(bytes: &[u8]) -> Result<Resource, DecodeError> {
 #[derive(serde::Deserialize)]
 struct EntrySpans<'a> {
     #[serde(default, borrow)]
-    entry: Vec<EntrySpan<'a>>,
+    entry: Vec<RawEntrySpan<'a>>,
 }
 
 #[derive(serde::Deserialize)]
-struct EntrySpan<'a> {
+struct RawEntrySpan<'a> {
     #[serde(default, borrow)]
     resource: Option<&'a serde_json::value::RawValue>,
 }
@@ -106,7 +129,7 @@ struct EntrySpan<'a> {
 /// Reads a Bundle without the enum's buffering: the Bundle with every entry's resource left
 /// out (`null`), then each resource straight into its type. `None` when anything is unusual
 /// (the caller then takes the general path, which decides and explains).
-fn bundle_by_entries(bytes: &[u8]) -> Option<fhir_sdk::r4b::resources::Bundle> {
+fn bundle_by_entries(bytes: &[u8]) -> Option<(fhir_sdk::r4b::resources::Bundle, Vec<EntrySpan>)> {
     let spans: EntrySpans<'_> = serde_json::from_slice(bytes).ok()?;
     let texts: Vec<&str> = spans
         .entry
@@ -114,10 +137,24 @@ fn bundle_by_entries(bytes: &[u8]) -> Option<fhir_sdk::r4b::resources::Bundle> {
         .filter_map(|span| span.resource.map(serde_json::value::RawValue::get))
         .collect();
     let shell = replace_parts(bytes, &texts, b"null")?;
+    let base = bytes.as_ptr() as usize;
     let mut resources = Vec::with_capacity(spans.entry.len());
-    for span in &spans.entry {
+    let mut located = Vec::with_capacity(spans.entry.len());
+    for (index, span) in spans.entry.iter().enumerate() {
         resources.push(match span.resource {
-            Some(raw) => Some(typed_resource(raw.get()).ok()?),
+            Some(raw) => {
+                let (resource, resource_type) = typed_resource(raw.get()).ok()?;
+                let resource_type = resource_type.to_owned();
+                // The raw value is a slice of `bytes`: its offset is a pointer difference.
+                let start = (raw.get().as_ptr() as usize).checked_sub(base)?;
+                located.push(EntrySpan {
+                    index,
+                    full_url: None,
+                    resource_type,
+                    resource: start..start.checked_add(raw.get().len())?,
+                });
+                Some(resource)
+            }
             None => None,
         });
     }
@@ -132,12 +169,20 @@ fn bundle_by_entries(bytes: &[u8]) -> Option<fhir_sdk::r4b::resources::Bundle> {
             (None, Some(_)) => return None,
         }
     }
-    Some(bundle)
+    for span in &mut located {
+        span.full_url = bundle
+            .entry
+            .get(span.index)
+            .and_then(|e| e.as_ref())
+            .and_then(|e| e.full_url.clone());
+    }
+    Some((bundle, located))
 }
 
 /// One resource, read into its concrete type when it is one of the usual ones, else through
-/// the enum.
-fn typed_resource(text: &str) -> Result<Resource, serde_json::Error> {
+/// the enum; with its `resourceType`. A resource without a `resourceType` string is an error
+/// here (the general path then says why).
+fn typed_resource(text: &str) -> Result<(Resource, &str), serde_json::Error> {
     use fhir_sdk::r4b::resources as r;
     /// Reads `$text` as the named types, else through the enum.
     macro_rules! direct {
@@ -158,7 +203,10 @@ fn typed_resource(text: &str) -> Result<Resource, serde_json::Error> {
                 .and_then(|shape| shape.top_level_type);
             match scanned.and_then(|t| std::str::from_utf8(t).ok()) {
                 Some(name) => name,
-                None => return serde_json::from_str::<Resource>(text),
+                None => {
+                    use serde::de::Error as _;
+                    return Err(serde_json::Error::custom("no resourceType"));
+                }
             }
         }
     };
@@ -167,7 +215,7 @@ fn typed_resource(text: &str) -> Result<Resource, serde_json::Error> {
         && text.len() >= ATTACHMENT_CHECK_MIN
         && let Some(lighter) = without_checked_attachments(text)
     {
-        return direct!(name, &lighter, DocumentReference, Binary);
+        return direct!(name, &lighter, DocumentReference, Binary).map(|r| (r, name));
     }
     direct!(
         name,
@@ -197,6 +245,7 @@ fn typed_resource(text: &str) -> Result<Resource, serde_json::Error> {
         OperationOutcome,
         Binary
     )
+    .map(|r| (r, name))
 }
 
 /// Resources at least this large have their attachments checked in place.

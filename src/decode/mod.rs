@@ -57,8 +57,9 @@ pub enum Format {
 /// A decoded payload.
 #[derive(Debug)]
 pub enum Decoded {
-    /// A FHIR resource (a Bundle or a lone resource).
-    Fhir(Box<Resource>),
+    /// A FHIR resource (a Bundle or a lone resource); for a Bundle, where each entry's
+    /// resource lies in the payload (offsets into the bytes given to [`decode`]).
+    Fhir(Box<Resource>, Option<Vec<fhir_json::EntrySpan>>),
     /// A FHIR resource read from XML, with the FHIR JSON shape the XML was converted to.
     FhirXml(Box<Resource>, Box<serde_json::Value>),
     /// An HL7 CDA R2 `ClinicalDocument`.
@@ -236,8 +237,14 @@ pub fn decode(
     let format = sniff(bytes, content_type)?;
     match format {
         Format::FhirJson => {
-            let resource = fhir_json::decode(strip_bom(bytes), limits)?;
-            Ok((format, Decoded::Fhir(Box::new(resource))))
+            let body = strip_bom(bytes);
+            let (resource, mut spans) = fhir_json::decode_with_spans(body, limits)?;
+            // Offsets into what the caller gave, byte order mark included.
+            let bom = bytes.len() - body.len();
+            for span in spans.iter_mut().flatten() {
+                span.resource = span.resource.start + bom..span.resource.end + bom;
+            }
+            Ok((format, Decoded::Fhir(Box::new(resource), spans)))
         }
         Format::FhirXml => {
             let (resource, json) = fhir_xml::decode(bytes, limits)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::decode::fhir_json::EntrySpan;
 use crate::mappings::{ClaimProduct, NonDisclosure};
 
 use super::datatypes::{CodeableConcept, Coding, Identifier, MessageHeader, Period, Reference};
@@ -71,38 +72,28 @@ struct RawEntry<'a> {
 }
 
 /// The inbound resources worth forwarding. With `redaction`, the resources it names are
-/// parsed, stripped and written again; all others stay byte for byte.
+/// parsed, stripped and written again; all others stay byte for byte. `spans` are where decode
+/// found a Bundle's resources in `body` (then `body` is not parsed again); without them the
+/// body is read here.
 pub fn forwarded_entries<'a>(
     gateway_id: &str,
     body: &'a [u8],
     redaction: Option<&NonDisclosure>,
+    spans: Option<&[EntrySpan]>,
 ) -> Vec<Forwarded<'a>> {
-    let body = crate::decode::strip_bom(body);
     let mut out = Vec::new();
-    let Ok(message) = serde_json::from_slice::<RawMessage<'a>>(body) else {
-        return out;
-    };
-    let mut push = |full_url: String, raw: &'a RawValue| {
-        // The resource's own type, by the byte scan rather than a second parse of the resource
-        // (it was parsed once already by decode, and is copied below as it is).
-        let Some(resource_type) = crate::decode::fhir_json::scan(raw.get().as_bytes(), usize::MAX)
-            .ok()
-            .and_then(|shape| shape.top_level_type)
-            .and_then(|t| std::str::from_utf8(t).ok())
-        else {
-            return;
-        };
+    let mut push = |full_url: String, resource_type: &str, raw: &'a str| {
         if !FORWARDED.contains(&resource_type) {
             return;
         }
-        let mut json = Cow::Borrowed(raw.get());
+        let mut json = Cow::Borrowed(raw);
         if let Some(rules) = redaction {
             // Only parse what might hold withheld data (the resource itself or a contained one).
             if rules
                 .resource_types
                 .iter()
-                .any(|t| raw.get().contains(&format!("\"{t}\"")))
-                && let Ok(mut value) = serde_json::from_str::<Value>(raw.get())
+                .any(|t| raw.contains(&format!("\"{t}\"")))
+                && let Ok(mut value) = serde_json::from_str::<Value>(raw)
             {
                 super::redact(&mut value, rules);
                 json = Cow::Owned(value.to_string());
@@ -114,20 +105,53 @@ pub fn forwarded_entries<'a>(
             json,
         });
     };
+    let generated = |n: usize| format!("urn:uuid:{}", derived_uuid(gateway_id, n));
+    if let Some(spans) = spans {
+        for span in spans {
+            // Decode took these ranges from this very body; a body they do not fit (a caller
+            // that passed other bytes) yields nothing rather than a wrong resource.
+            let Some(raw) = body
+                .get(span.resource.clone())
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            else {
+                continue;
+            };
+            let full_url = span
+                .full_url
+                .clone()
+                .unwrap_or_else(|| generated(span.index));
+            push(full_url, &span.resource_type, raw);
+        }
+        return out;
+    }
+    let body = crate::decode::strip_bom(body);
+    let Ok(message) = serde_json::from_slice::<RawMessage<'a>>(body) else {
+        return out;
+    };
+    // The resource's own type, by the byte scan rather than a second parse of the resource.
+    let type_of = |raw: &'a RawValue| {
+        crate::decode::fhir_json::scan(raw.get().as_bytes(), usize::MAX)
+            .ok()
+            .and_then(|shape| shape.top_level_type)
+            .and_then(|t| std::str::from_utf8(t).ok())
+    };
     match message.resource_type.as_ref() {
         "Bundle" => {
             for (n, entry) in message.entry.iter().enumerate() {
                 let Some(raw) = entry.resource else { continue };
-                let full_url = entry.full_url.as_ref().map_or_else(
-                    || format!("urn:uuid:{}", derived_uuid(gateway_id, n)),
-                    |u| u.to_string(),
-                );
-                push(full_url, raw);
+                let Some(resource_type) = type_of(raw) else {
+                    continue;
+                };
+                let full_url = entry
+                    .full_url
+                    .as_ref()
+                    .map_or_else(|| generated(n), |u| u.to_string());
+                push(full_url, resource_type, raw.get());
             }
         }
         "ServiceRequest" => {
             if let Ok(raw) = serde_json::from_slice::<&'a RawValue>(body) {
-                push(format!("urn:uuid:{}", derived_uuid(gateway_id, 0)), raw);
+                push(generated(0), "ServiceRequest", raw.get());
             }
         }
         _ => {}

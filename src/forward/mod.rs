@@ -101,10 +101,14 @@ pub fn plan(
                 // (a `Processed` built elsewhere), the provider still gets the referral, built
                 // from the canonical model.
                 (Some(Format::FhirXml), None) => from_canonical(FHIR_XML),
+                (_, Some(converted)) => {
+                    fhir::forwarded_entries(origin.gateway_id, converted, redaction, None)
+                }
                 _ => fhir::forwarded_entries(
                     origin.gateway_id,
-                    converted.as_deref().unwrap_or(origin.body),
+                    origin.body,
                     redaction,
+                    processed.entries.as_deref(),
                 ),
             };
             let product = referral

@@ -58,7 +58,7 @@ pub fn map(
     jurisdiction: Option<Jurisdiction>,
 ) -> (Referral, Vec<Issue>) {
     let (mut referral, mut issues) = match decoded {
-        Decoded::Fhir(resource) | Decoded::FhirXml(resource, _) => {
+        Decoded::Fhir(resource, _) | Decoded::FhirXml(resource, _) => {
             fhir::map(resource, mappings, ids, jurisdiction)
         }
         Decoded::Cda(document) => cda::map(document, mappings, ids, jurisdiction),
@@ -76,7 +76,9 @@ pub fn map(
 /// The payload's own idempotency key: Bundle.identifier (system|value) or MessageHeader.id.
 pub fn idempotency_hint(decoded: &Decoded) -> Option<String> {
     match decoded {
-        Decoded::Fhir(resource) | Decoded::FhirXml(resource, _) => fhir::idempotency_hint(resource),
+        Decoded::Fhir(resource, _) | Decoded::FhirXml(resource, _) => {
+            fhir::idempotency_hint(resource)
+        }
         Decoded::Cda(document) => cda::idempotency_hint(document),
     }
 }

@@ -53,6 +53,9 @@ pub struct Processed {
     /// For FHIR XML: the FHIR JSON shape decode converted it to (forwarded instead of
     /// converting the XML again).
     pub fhir_json: Option<Box<serde_json::Value>>,
+    /// For a FHIR JSON Bundle: where decode found each entry's resource in the payload
+    /// (forwarding copies them from there instead of parsing the payload again).
+    pub entries: Option<Vec<decode::fhir_json::EntrySpan>>,
 }
 
 impl Engine {
@@ -91,6 +94,7 @@ impl Engine {
             issues: vec![Issue::new(self.mappings.rules(), code).detail(detail)],
             sha256: String::new(),
             fhir_json: None,
+            entries: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl Engine {
             issues: vec![issue],
             sha256: String::new(),
             fhir_json: None,
+            entries: None,
         }
     }
 
@@ -219,9 +224,10 @@ impl Engine {
             idempotency_key,
         };
         let (referral, issues) = map::map(&decoded, &self.mappings, ids, inbound.jurisdiction);
-        let fhir_json = match decoded {
-            decode::Decoded::FhirXml(_, json) => Some(json),
-            _ => None,
+        let (fhir_json, entries) = match decoded {
+            decode::Decoded::FhirXml(_, json) => (Some(json), None),
+            decode::Decoded::Fhir(_, spans) => (None, spans),
+            decode::Decoded::Cda(_) => (None, None),
         };
         Ok(Mapped {
             format,
@@ -229,6 +235,7 @@ impl Engine {
             issues,
             sha256,
             fhir_json,
+            entries,
         })
     }
 
@@ -264,6 +271,8 @@ pub struct Mapped {
     pub sha256: String,
     /// For FHIR XML: its FHIR JSON shape (see [`Processed::fhir_json`]).
     pub fhir_json: Option<Box<serde_json::Value>>,
+    /// For a FHIR JSON Bundle: its entries' places (see [`Processed::entries`]).
+    pub entries: Option<Vec<decode::fhir_json::EntrySpan>>,
 }
 
 /// A read of the ledger that the check of one referral needs.
@@ -286,6 +295,7 @@ impl Mapped {
             issues: self.issues,
             sha256: self.sha256,
             fhir_json: self.fhir_json,
+            entries: self.entries,
         }
     }
 }
