@@ -417,6 +417,9 @@ pub struct Shape<'a> {
     pub top_level_type: Option<&'a [u8]>,
 }
 
+/// Strings up to this long are searched byte by byte in [`scan`], longer ones with `memchr`.
+const SHORT_STRING: usize = 32;
+
 /// Rejects payloads nested deeper than `max_depth` before any tree is built, and returns the
 /// [`Shape`] seen on the way. Scans the bytes once, jumping over string contents with `memchr`
 /// (a base64 attachment is one jump).
@@ -436,20 +439,32 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
                 let mut end = start;
                 let mut escaped_inside = false;
                 // Find the closing quote: the next quote not preceded by an escaping backslash.
-                loop {
-                    match memchr::memchr2(b'"', b'\\', &bytes[end..]) {
-                        Some(k) if bytes[end + k] == b'\\' => {
-                            escaped_inside = true;
-                            end += k + 2;
-                            if end > bytes.len() {
-                                return Ok(shape); // unterminated: the parser reports it
+                // Most keys and values are short: look at the first bytes directly before
+                // paying for a memchr call (a long string, e.g. base64, is still one jump).
+                let short = bytes[end..]
+                    .iter()
+                    .take(SHORT_STRING)
+                    .position(|&c| c == b'"' || c == b'\\');
+                if let Some(k) = short
+                    && bytes[end + k] == b'"'
+                {
+                    end += k;
+                } else {
+                    loop {
+                        match memchr::memchr2(b'"', b'\\', &bytes[end..]) {
+                            Some(k) if bytes[end + k] == b'\\' => {
+                                escaped_inside = true;
+                                end += k + 2;
+                                if end > bytes.len() {
+                                    return Ok(shape); // unterminated: the parser reports it
+                                }
                             }
+                            Some(k) => {
+                                end += k;
+                                break;
+                            }
+                            None => return Ok(shape),
                         }
-                        Some(k) => {
-                            end += k;
-                            break;
-                        }
-                        None => return Ok(shape),
                     }
                 }
                 if depth == 1 && !escaped_inside {
@@ -575,6 +590,21 @@ mod tests {
         // Unterminated strings end the scan; the parser reports them.
         assert_eq!(shape(r#"{"resourceType":"Bund"#), Ok(None));
         assert_eq!(shape(r#"{"a":"\"#), Ok(None));
+        // Brackets inside strings do not count as depth, whether the string is short (searched
+        // byte by byte), long, or has its escape or end beyond the short search.
+        let long = format!(r#"{{"a":"{}","resourceType":"Basic"}}"#, "[{".repeat(40));
+        assert_eq!(shape(&long), Ok(Some("Basic".to_owned())));
+        let late_escape = format!(
+            r#"{{"a":"{}\"{}","resourceType":"Basic"}}"#,
+            "{".repeat(SHORT_STRING + 3),
+            "[".repeat(100)
+        );
+        assert_eq!(shape(&late_escape), Ok(Some("Basic".to_owned())));
+        let exact = format!(
+            r#"{{"a":"{}","resourceType":"Basic"}}"#,
+            "{".repeat(SHORT_STRING)
+        );
+        assert_eq!(scan(exact.as_bytes(), 1).map(|s| s.top_level_type.is_some()), Ok(true));
     }
 
     #[test]
