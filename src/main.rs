@@ -419,7 +419,7 @@ fn replay(
             };
             let envelope = sociogate::pipeline::gateway::Envelope {
                 channel: "replay",
-                body: stored.body,
+                body: stored.body.into(),
                 content_type: stored.content_type,
                 // A replay is a new message: its own idempotency key, the original correlation.
                 message_id: Some(format!("replay:{}:{}", stored.id, uuid::Uuid::now_v7())),

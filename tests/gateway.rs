@@ -647,7 +647,7 @@ async fn cda_and_fhir_xml_are_accepted_over_amqp_and_http_and_forwarded_as_fhir(
 fn envelope(body: Vec<u8>, message_id: &str) -> Envelope {
     Envelope {
         channel: "amqp",
-        body,
+        body: body.into(),
         content_type: Some("application/fhir+json".to_owned()),
         message_id: Some(message_id.to_owned()),
         headers: serde_json::json!({}),

@@ -351,6 +351,7 @@ pub async fn gateway_throughput(
 /// gateway's intake does, so the baseline is as fast as the broker allows.
 struct BaselineRelay {
     suffix: String,
+    amqp_url: String,
     channel: Channel,
     _connections: Vec<Connection>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -367,6 +368,7 @@ impl BaselineRelay {
         let (connection, channel) = connect(amqp_url).await?;
         let mut relay = BaselineRelay {
             suffix,
+            amqp_url: amqp_url.to_owned(),
             channel,
             _connections: vec![connection],
             tasks: Vec::new(),
@@ -449,17 +451,43 @@ impl BaselineRelay {
         for task in &self.tasks {
             task.abort();
         }
+        // The consumers go first: RabbitMQ 3.10 sometimes answered the delete of a quorum
+        // queue that still had a consumer with INTERNAL_ERROR and closed the connection.
+        for connection in self._connections.iter().skip(1) {
+            let _ = connection.close(200, "bench done".into()).await;
+        }
+        let mut channel = Some(self.channel.clone());
+        let mut fresh = Vec::new();
         for n in 1..=3 {
             let queue = self.queue(n);
-            if let Err(e) = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await
-            {
-                eprintln!("bench: could not delete queue {queue}: {e}");
+            for attempt in 0..2 {
+                let ch = match channel.take() {
+                    Some(ch) if ch.status().connected() => ch,
+                    // A hard error closed the connection: a fresh one for the rest.
+                    _ => match connect(&self.amqp_url).await {
+                        Ok((connection, ch)) => {
+                            fresh.push(connection);
+                            ch
+                        }
+                        Err(_) => break,
+                    },
+                };
+                match ch
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                {
+                    Ok(_) => {
+                        channel = Some(ch);
+                        break;
+                    }
+                    Err(e) if attempt == 1 => {
+                        eprintln!("bench: could not delete queue {queue}: {e}");
+                    }
+                    Err(_) => {}
+                }
             }
         }
-        for connection in &self._connections {
+        for connection in self._connections.first().into_iter().chain(&fresh) {
             let _ = connection.close(200, "bench done".into()).await;
         }
     }

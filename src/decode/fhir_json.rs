@@ -604,7 +604,10 @@ mod tests {
             r#"{{"a":"{}","resourceType":"Basic"}}"#,
             "{".repeat(SHORT_STRING)
         );
-        assert_eq!(scan(exact.as_bytes(), 1).map(|s| s.top_level_type.is_some()), Ok(true));
+        assert_eq!(
+            scan(exact.as_bytes(), 1).map(|s| s.top_level_type.is_some()),
+            Ok(true)
+        );
     }
 
     #[test]

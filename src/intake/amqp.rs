@@ -55,7 +55,9 @@ fn header_text(value: &AMQPValue) -> Option<String> {
 }
 
 /// The envelope of a delivery, and how often it was delivered before (quorum queues count).
-fn envelope_of(delivery: &Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
+/// The envelope of a delivery; its payload is moved out (the delivery is only acked or
+/// nacked afterwards, which needs its tag, not its data).
+fn envelope_of(delivery: &mut Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
     let props = &delivery.properties;
     let mut headers = Map::new();
     let mut language = None;
@@ -81,7 +83,7 @@ fn envelope_of(delivery: &Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
     }
     let envelope = Envelope {
         channel: "amqp",
-        body: delivery.data.clone(),
+        body: std::mem::take(&mut delivery.data).into(),
         content_type: props.content_type().as_ref().map(|s| s.as_str().to_owned()),
         message_id: props
             .message_id()
@@ -109,10 +111,10 @@ async fn handle_delivery(
     gateway: &Gateway,
     channel: &Channel,
     cfg: &AmqpConfig,
-    delivery: Delivery,
+    mut delivery: Delivery,
 ) {
     telemetry::received("amqp");
-    let (envelope, delivered_before) = envelope_of(&delivery, cfg);
+    let (envelope, delivered_before) = envelope_of(&mut delivery, cfg);
     match gateway.handle(&envelope).await {
         Ok(_) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {

@@ -198,7 +198,7 @@ async fn envelope(
     telemetry::received("http");
     Ok(Envelope {
         channel: "http",
-        body: bytes.to_vec(),
+        body: bytes,
         content_type,
         message_id: header_str(headers, "idempotency-key")
             .or_else(|| header_str(headers, "x-message-id")),

@@ -548,7 +548,7 @@ impl Gateway {
         let body = request.to_string().into_bytes();
         let envelope = Envelope {
             channel: "billing",
-            body,
+            body: body.into(),
             ..Envelope::default()
         };
         let key = format!("billing:{run_id}");

@@ -22,8 +22,8 @@ use crate::telemetry;
 pub struct Envelope {
     /// `amqp`, `http` or `replay`.
     pub channel: &'static str,
-    /// Raw payload.
-    pub body: Vec<u8>,
+    /// Raw payload (shared, not copied, by the group commit and retries).
+    pub body: bytes::Bytes,
     /// Declared content type.
     pub content_type: Option<String>,
     /// AMQP `message-id` (or HTTP `Idempotency-Key`).
