@@ -1,5 +1,5 @@
-//! Group commit: referrals are decoded and mapped on their own tasks, then written by one
-//! writer per process, several to a transaction.
+//! Group commit: referrals are decoded and mapped on their own tasks, then written by the
+//! process's writer (two on PostgreSQL), several to a transaction.
 //!
 //! A transaction per message paid, per message, a commit (on PostgreSQL an fsync) and about
 //! seven statements, each on SQLite a hand-over to its one connection's thread and back;
@@ -15,6 +15,8 @@
 //! answers as one transaction per message in that order. Within a batch, messages are ordered
 //! by patient key (a stable sort, so one patient's messages keep their order), and the locks
 //! are taken in that order, so two writers (two instances) cannot deadlock on them.
+//!
+//! On PostgreSQL two writers take turns (see [`spawn`]).
 //!
 //! If a batch fails, each of its messages is written again in a transaction of its own, so a
 //! message the database refuses fails alone and does not take its batch-mates' attempts with it.
@@ -32,7 +34,7 @@ use super::{BudgetQuery, Engine, Inbound, Mapped, Processed, patient_key};
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
 use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
-use crate::store::{Finished, NewMessage, NewOutbound, Store, StoreError};
+use crate::store::{Backend, Finished, NewMessage, NewOutbound, Store, StoreError};
 use crate::telemetry;
 
 /// At most this many messages in one transaction.
@@ -77,27 +79,47 @@ struct Written {
     rule_codes: String,
 }
 
-/// Starts the writer on the current runtime; it ends when every sender is dropped.
+/// Starts the writers on the current runtime; they end when every sender is dropped.
+///
+/// SQLite has one connection, so one writer. On PostgreSQL two: while one waits for its
+/// commit to reach the disk, the other writes the next batch (one writer left the database
+/// idle during every flush). Their batches lock patients in the same order, so they cannot
+/// deadlock; one that finds a key the other just claimed retries its messages one by one.
 pub(super) fn spawn(writer: Writer) -> mpsc::Sender<Pending> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(writer.run(receiver));
+    let queue = Arc::new(tokio::sync::Mutex::new(receiver));
+    let writers = match writer.store.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    for _ in 0..writers {
+        tokio::spawn(writer.clone().run(queue.clone()));
+    }
     sender
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<Pending>) {
-        while let Some(first) = queue.recv().await {
-            let mut bytes = first.envelope.body.len();
-            let mut batch = vec![first];
-            while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        bytes += next.envelope.body.len();
-                        batch.push(next);
+    async fn run(self, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+        loop {
+            // Whichever writer is free takes what is waiting; the other waits its turn here.
+            let batch = {
+                let mut queue = queue.lock().await;
+                let Some(first) = queue.recv().await else {
+                    return;
+                };
+                let mut bytes = first.envelope.body.len();
+                let mut batch = vec![first];
+                while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(next) => {
+                            bytes += next.envelope.body.len();
+                            batch.push(next);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
-            }
+                batch
+            };
             self.commit(batch).await;
         }
     }
