@@ -199,9 +199,16 @@ async fn fresh_postgres(
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
-    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    // Connection options (`?sslmode=disable`, ...) apply to the scratch database too.
+    let (path, options) = admin.split_once('?').map_or((admin, ""), |(p, o)| (p, o));
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+    let options = if options.is_empty() {
+        String::new()
+    } else {
+        format!("?{options}")
+    };
     Ok(ScratchStore {
-        url: format!("{base}/{name}"),
+        url: format!("{base}/{name}{options}"),
         admin: Some(admin.to_owned()),
         name,
     })
