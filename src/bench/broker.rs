@@ -313,6 +313,33 @@ async fn connection_probe(amqp_url: &str, queue: &str, opts: QueueDeclareOptions
         .is_ok()
 }
 
+/// A started `serve` with a publishing channel and a consumer that records every output's
+/// arrival.
+struct Running {
+    gw: Gateway,
+    channel: Channel,
+    arrivals: Arrivals,
+    _connections: [Connection; 2],
+}
+
+impl Running {
+    async fn start(amqp_url: &str, database_url: &str) -> BenchResult<Running> {
+        let gw = start_gateway(amqp_url, database_url)?;
+        wait_ready(&gw, amqp_url).await?;
+        let (conn, channel) = connect(amqp_url).await?;
+        let queue = collector(&channel, &gw).await?;
+        let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
+        let (conn2, consume_channel) = connect(amqp_url).await?;
+        tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+        Ok(Running {
+            gw,
+            channel,
+            arrivals,
+            _connections: [conn, conn2],
+        })
+    }
+}
+
 /// Publishes `messages` (all valid) through the gateway and waits for the provider and insurer
 /// outputs of every one.
 pub async fn gateway_throughput(
@@ -321,13 +348,12 @@ pub async fn gateway_throughput(
     store: &str,
     messages: &[Vec<u8>],
 ) -> BenchResult<(f64, f64)> {
-    let gw = start_gateway(amqp_url, database_url)?;
-    wait_ready(&gw, amqp_url).await?;
-    let (_conn, channel) = connect(amqp_url).await?;
-    let queue = collector(&channel, &gw).await?;
-    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
-    let (_conn2, consume_channel) = connect(amqp_url).await?;
-    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let Running {
+        gw,
+        channel,
+        arrivals,
+        _connections,
+    } = Running::start(amqp_url, database_url).await?;
     let started = Instant::now();
     publish_all(&channel, &gw.inbound(), messages, |i| {
         format!("{store}-tp-{i}")
@@ -632,13 +658,12 @@ pub async fn latency(
     messages: &[Vec<u8>],
     rate: u32,
 ) -> BenchResult<LatencyRow> {
-    let gw = start_gateway(amqp_url, database_url)?;
-    wait_ready(&gw, amqp_url).await?;
-    let (_conn, channel) = connect(amqp_url).await?;
-    let queue = collector(&channel, &gw).await?;
-    let arrivals: Arrivals = Arc::new(Mutex::new((0, HashMap::new())));
-    let (_conn2, consume_channel) = connect(amqp_url).await?;
-    tokio::spawn(consume_outputs(consume_channel, queue, arrivals.clone()));
+    let Running {
+        gw,
+        channel,
+        arrivals,
+        _connections,
+    } = Running::start(amqp_url, database_url).await?;
     let scheduled = send_open_loop(&channel, &gw.inbound(), messages, rate, |i| {
         format!("{store}-lat-{rate}-{i}")
     })

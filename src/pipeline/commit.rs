@@ -145,12 +145,23 @@ impl Writer {
             }
         }
         for mut pending in batch {
-            let result = self
-                .write_together(std::slice::from_mut(&mut pending))
-                .await
-                .map(|mut written| written.remove(0));
+            let mut result = self.write_alone(&mut pending).await;
+            if matches!(result, Err(StoreError::Conflict(_))) {
+                // Its key was claimed by another writer whose commit this insert waited for:
+                // written now, the repeat finds it stored.
+                result = self.write_alone(&mut pending).await;
+            }
             answer(pending, result);
         }
+    }
+
+    /// One message in a transaction of its own.
+    async fn write_alone(&self, pending: &mut Pending) -> Result<Written, StoreError> {
+        let written = self.write_together(std::slice::from_mut(pending)).await?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a write without a result".to_owned()))
     }
 
     /// One transaction for all of `batch`, committed; the results in `batch`'s order.
@@ -162,9 +173,6 @@ impl Writer {
     /// for messages, ledger claims and outbox rows.
     async fn write_together(&self, batch: &mut [Pending]) -> Result<Vec<Written>, StoreError> {
         let mut tx = self.store.begin().await?;
-        let keys: Vec<String> = batch.iter().map(|p| p.idempotency_key.clone()).collect();
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let stored = tx.stored_by_keys(&key_refs).await?;
         let mut patients: Vec<&str> = batch
             .iter()
             .filter_map(|p| p.budget.as_ref().map(|q| q.patient_key.as_str()))
@@ -173,6 +181,11 @@ impl Writer {
         patients.dedup();
         // Serialises budget checks and ledger updates per patient until commit.
         tx.lock_patients(&patients).await?;
+        // Looked up after the locks: a repeat of a message another writer was writing for the
+        // same patient is committed by now, and found here.
+        let keys: Vec<String> = batch.iter().map(|p| p.idempotency_key.clone()).collect();
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let stored = tx.stored_by_keys(&key_refs).await?;
         let mut ledger: HashMap<String, Vec<LedgerEntry>> = HashMap::new();
         for entry in tx.ledger_entries(&patients).await? {
             ledger

@@ -556,35 +556,10 @@ impl Tx {
         m: &NewMessage<'_>,
         f: &Finished<'_>,
     ) -> Result<Inserted, StoreError> {
-        let at = now();
-        let inserted = sqlx::query(
-            "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, content_type, message_id, \
-             correlation_id, reply_to, headers, sha256, body, status, jurisdiction, patient_key, rule_codes, \
-             referral, outcome) \
-             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(m.id)
-        .bind(m.idempotency_key)
-        .bind(m.channel)
-        .bind(&at)
-        .bind(m.content_type)
-        .bind(m.message_id)
-        .bind(m.correlation_id)
-        .bind(m.reply_to)
-        .bind(m.headers)
-        .bind(m.sha256)
-        .bind(m.body)
-        .bind(f.status)
-        .bind(f.jurisdiction)
-        .bind(f.patient_key)
-        .bind(f.rule_codes)
-        .bind(f.referral)
-        .bind(f.outcome)
-        .execute(&mut *self.tx)
-        .await?;
-        self.new_or_duplicate(inserted.rows_affected(), m.idempotency_key)
-            .await
+        let written = self
+            .insert_finished_messages(&[(m.clone(), f.clone())])
+            .await?;
+        self.new_or_duplicate(written, m.idempotency_key).await
     }
 
     /// `New` when the insert wrote its row, else what is stored under the key.
@@ -608,33 +583,44 @@ impl Tx {
         }))
     }
 
-    /// What is already stored under each of `keys`, by key: a group commit's duplicates, found
-    /// in one statement per chunk before anything is written.
-    pub async fn stored_by_keys(
-        &mut self,
-        keys: &[&str],
-    ) -> Result<std::collections::HashMap<String, StoredSummary>, StoreError> {
-        let mut found = std::collections::HashMap::new();
+    /// The rows of `select` (a query ending in `... IN`) for every one of `keys`, one
+    /// statement per chunk of keys.
+    async fn fetch_in(&mut self, select: &str, keys: &[&str]) -> Result<Vec<AnyRow>, StoreError> {
+        let mut rows = Vec::new();
         for chunk in keys.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT idempotency_key, id, status, outcome FROM messages WHERE idempotency_key IN ({})",
-                placeholders(1, chunk.len())
-            );
+            let sql = format!("{select} ({})", placeholders(1, chunk.len()));
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for key in chunk {
                 query = query.bind(*key);
             }
-            for row in query.fetch_all(&mut *self.tx).await? {
-                found.insert(
-                    row.try_get("idempotency_key")?,
-                    StoredSummary {
-                        id: row.try_get("id")?,
-                        status: row.try_get("status")?,
-                        outcome: row.try_get("outcome")?,
-                    },
-                );
-            }
+            rows.extend(query.fetch_all(&mut *self.tx).await?);
+        }
+        Ok(rows)
+    }
+
+    /// What is already stored under each of `keys`, by key: a group commit's duplicates, found
+    /// before anything is written.
+    pub async fn stored_by_keys(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, StoredSummary>, StoreError> {
+        let rows = self
+            .fetch_in(
+                "SELECT idempotency_key, id, status, outcome FROM messages WHERE idempotency_key IN",
+                keys,
+            )
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            found.insert(
+                row.try_get("idempotency_key")?,
+                StoredSummary {
+                    id: row.try_get("id")?,
+                    status: row.try_get("status")?,
+                    outcome: row.try_get("outcome")?,
+                },
+            );
         }
         Ok(found)
     }
@@ -666,28 +652,23 @@ impl Tx {
 
     /// Every ledger claim of these patients (take their locks first).
     pub async fn ledger_entries(&mut self, keys: &[&str]) -> Result<Vec<LedgerEntry>, StoreError> {
-        let mut entries = Vec::new();
-        for chunk in keys.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT patient_key, start_date, minutes, trial_units FROM ledger WHERE patient_key IN ({})",
-                placeholders(1, chunk.len())
-            );
-            // Only placeholders are formatted into the text; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            for r in query.fetch_all(&mut *self.tx).await? {
-                let start_date: String = r.try_get("start_date")?;
-                let minutes: i64 = r.try_get("minutes")?;
-                let trial_units: i64 = r.try_get("trial_units")?;
-                entries.push(LedgerEntry {
-                    patient_key: r.try_get("patient_key")?,
-                    start: parse_date(&start_date)?,
-                    minutes: u64::try_from(minutes).unwrap_or(0),
-                    trial_units: u32::try_from(trial_units).unwrap_or(0),
-                });
-            }
+        let rows = self
+            .fetch_in(
+                "SELECT patient_key, start_date, minutes, trial_units FROM ledger WHERE patient_key IN",
+                keys,
+            )
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let start_date: String = r.try_get("start_date")?;
+            let minutes: i64 = r.try_get("minutes")?;
+            let trial_units: i64 = r.try_get("trial_units")?;
+            entries.push(LedgerEntry {
+                patient_key: r.try_get("patient_key")?,
+                start: parse_date(&start_date)?,
+                minutes: u64::try_from(minutes).unwrap_or(0),
+                trial_units: u32::try_from(trial_units).unwrap_or(0),
+            });
         }
         Ok(entries)
     }
@@ -806,24 +787,7 @@ impl Tx {
         start: Date,
         window_years: i32,
     ) -> Result<PriorUsage, StoreError> {
-        let rows = sqlx::query(
-            "SELECT start_date, minutes, trial_units FROM ledger WHERE patient_key = $1",
-        )
-        .bind(patient_key)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for r in rows {
-            let start_date: String = r.try_get("start_date")?;
-            let minutes: i64 = r.try_get("minutes")?;
-            let trial_units: i64 = r.try_get("trial_units")?;
-            entries.push(LedgerEntry {
-                patient_key: patient_key.to_owned(),
-                start: parse_date(&start_date)?,
-                minutes: u64::try_from(minutes).unwrap_or(0),
-                trial_units: u32::try_from(trial_units).unwrap_or(0),
-            });
-        }
+        let entries = self.ledger_entries(&[patient_key]).await?;
         Ok(usage_from_entries(&entries, start, window_years))
     }
 
