@@ -1,9 +1,9 @@
 //! Micro-benchmarks of the pure stages on the accepted example referral, beside the bare JSON
 //! parse of the same bytes. Run: `cargo bench --bench pipeline`.
 
+use sociogate::bench::inprocess::pipeline_once;
 use sociogate::config::AmqpConfig;
 use sociogate::decode::{self, Limits};
-use sociogate::forward::{self, Origin};
 use sociogate::mappings::Mappings;
 use sociogate::pipeline::{Engine, Inbound};
 use sociogate::store::ledger::MemoryLedger;
@@ -56,26 +56,6 @@ fn pipeline_with_outputs(bencher: divan::Bencher) {
     let today = time::OffsetDateTime::now_utc().date();
     bencher.bench_local(|| {
         let mut ledger = MemoryLedger::default();
-        let bytes = divan::black_box(EXAMPLE);
-        let inbound = Inbound {
-            bytes,
-            content_type: None,
-            message_id: None,
-            jurisdiction: None,
-        };
-        let processed = engine.process(inbound, &mut ledger, today).ok()?;
-        let outcome = engine.outcome(&processed, "en").to_json();
-        let origin = Origin {
-            gateway_id: "bench",
-            body: bytes,
-            ..Origin::default()
-        };
-        Some(forward::plan(
-            &origin,
-            &processed,
-            &outcome,
-            &cfg,
-            engine.mappings(),
-        ))
+        pipeline_once(&engine, &cfg, divan::black_box(EXAMPLE), &mut ledger, today)
     });
 }

@@ -88,17 +88,16 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let url = self.amqp_url.clone();
-        let queues = ["inbound", "dead-letter", "collect"].map(|q| self.name(q));
+        let queues: Vec<String> = ["inbound", "dead-letter", "collect"]
+            .iter()
+            .map(|q| self.name(q))
+            .collect();
         let exchanges = ["referrals", "insurers", "rejected"].map(|x| self.name(x));
         super::block_on_own_thread(super::CLEANUP_BOUND, async move {
             let Ok((connection, channel)) = connect(&url).await else {
                 return;
             };
-            for q in &queues {
-                let _ = channel
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
+            delete_queues(&channel, &queues).await;
             for x in &exchanges {
                 let _ = channel
                     .exchange_delete(
@@ -316,10 +315,12 @@ async fn connection_probe(amqp_url: &str, queue: &str, opts: QueueDeclareOptions
 /// A started `serve` with a publishing channel and a consumer that records every output's
 /// arrival.
 struct Running {
-    gw: Gateway,
+    // Fields drop in this order: the connections (with the collector's consumer) before the
+    // gateway, whose drop deletes the queues.
+    _connections: [Connection; 2],
     channel: Channel,
     arrivals: Arrivals,
-    _connections: [Connection; 2],
+    gw: Gateway,
 }
 
 impl Running {
@@ -348,27 +349,22 @@ pub async fn gateway_throughput(
     store: &str,
     messages: &[Vec<u8>],
 ) -> BenchResult<(f64, f64)> {
-    let Running {
-        gw,
-        channel,
-        arrivals,
-        _connections,
-    } = Running::start(amqp_url, database_url).await?;
+    let run = Running::start(amqp_url, database_url).await?;
     let started = Instant::now();
-    publish_all(&channel, &gw.inbound(), messages, |i| {
+    publish_all(&run.channel, &run.gw.inbound(), messages, |i| {
         format!("{store}-tp-{i}")
     })
     .await?;
     let expected = messages.len() * 2;
-    if !wait_count(&arrivals, expected, Duration::from_secs(600)).await {
+    if !wait_count(&run.arrivals, expected, Duration::from_secs(600)).await {
         return Err(format!(
             "only {:?} of {expected} outputs arrived",
-            arrivals.lock().map(|a| a.0).ok()
+            run.arrivals.lock().map(|a| a.0).ok()
         )
         .into());
     }
     let rate = messages.len() as f64 / started.elapsed().as_secs_f64();
-    Ok((rate, gw.peak_rss_mb()))
+    Ok((rate, run.gw.peak_rss_mb()))
 }
 
 /// The broker-only path the gateway is measured against: three quorum queues and two hops
@@ -379,7 +375,7 @@ struct BaselineRelay {
     suffix: String,
     amqp_url: String,
     channel: Channel,
-    _connections: Vec<Connection>,
+    connections: Vec<Connection>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     arrivals: Arrivals,
 }
@@ -396,7 +392,7 @@ impl BaselineRelay {
             suffix,
             amqp_url: amqp_url.to_owned(),
             channel,
-            _connections: vec![connection],
+            connections: vec![connection],
             tasks: Vec::new(),
             arrivals: Arc::new(Mutex::new((0, HashMap::new()))),
         };
@@ -417,7 +413,7 @@ impl BaselineRelay {
                     FieldTable::default(),
                 )
                 .await?;
-            relay._connections.push(conn);
+            relay.connections.push(conn);
             relay.tasks.push(tokio::spawn(async move {
                 while let Some(Ok(delivery)) = consumer.next().await {
                     let ch = ch.clone();
@@ -454,7 +450,7 @@ impl BaselineRelay {
                 FieldTable::default(),
             )
             .await?;
-        relay._connections.push(conn);
+        relay.connections.push(conn);
         let arrivals = relay.arrivals.clone();
         relay.tasks.push(tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {
@@ -479,44 +475,40 @@ impl BaselineRelay {
         }
         // The consumers go first: RabbitMQ 3.10 sometimes answered the delete of a quorum
         // queue that still had a consumer with INTERNAL_ERROR and closed the connection.
-        for connection in self._connections.iter().skip(1) {
+        for connection in self.connections.iter().skip(1) {
             let _ = connection.close(200, "bench done".into()).await;
         }
-        let mut channel = Some(self.channel.clone());
-        let mut fresh = Vec::new();
-        for n in 1..=3 {
-            let queue = self.queue(n);
-            for attempt in 0..2 {
-                let ch = match channel.take() {
-                    Some(ch) if ch.status().connected() => ch,
-                    // A hard error closed the connection: a fresh one for the rest.
-                    _ => match connect(&self.amqp_url).await {
-                        Ok((connection, ch)) => {
-                            fresh.push(connection);
-                            ch
-                        }
-                        Err(_) => break,
-                    },
-                };
-                match ch
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await
-                {
-                    Ok(_) => {
-                        channel = Some(ch);
-                        break;
-                    }
-                    Err(e) if attempt == 1 => {
-                        eprintln!("bench: could not delete queue {queue}: {e}");
-                    }
-                    Err(_) => {}
-                }
-            }
+        let queues: Vec<String> = (1..=3).map(|n| self.queue(n)).collect();
+        let mut failed = delete_queues(&self.channel, &queues).await;
+        if !failed.is_empty()
+            && let Ok((connection, channel)) = connect(&self.amqp_url).await
+        {
+            // A hard error closes the connection it came on: once more on a fresh one.
+            let names: Vec<String> = failed.into_iter().map(|(queue, _)| queue).collect();
+            failed = delete_queues(&channel, &names).await;
+            let _ = connection.close(200, "bench done".into()).await;
         }
-        for connection in self._connections.first().into_iter().chain(&fresh) {
+        for (queue, e) in failed {
+            eprintln!("bench: could not delete queue {queue}: {e}");
+        }
+        if let Some(connection) = self.connections.first() {
             let _ = connection.close(200, "bench done".into()).await;
         }
     }
+}
+
+/// Deletes `queues`; returns the ones that could not be deleted, with why.
+async fn delete_queues(channel: &Channel, queues: &[String]) -> Vec<(String, lapin::Error)> {
+    let mut failed = Vec::new();
+    for queue in queues {
+        if let Err(e) = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+        {
+            failed.push((queue.clone(), e));
+        }
+    }
+    failed
 }
 
 /// The throughput baseline: the same messages through the same broker with the same
@@ -658,19 +650,14 @@ pub async fn latency(
     messages: &[Vec<u8>],
     rate: u32,
 ) -> BenchResult<LatencyRow> {
-    let Running {
-        gw,
-        channel,
-        arrivals,
-        _connections,
-    } = Running::start(amqp_url, database_url).await?;
-    let scheduled = send_open_loop(&channel, &gw.inbound(), messages, rate, |i| {
+    let run = Running::start(amqp_url, database_url).await?;
+    let scheduled = send_open_loop(&run.channel, &run.gw.inbound(), messages, rate, |i| {
         format!("{store}-lat-{rate}-{i}")
     })
     .await?;
     let expected = messages.len() * 2;
-    if !wait_count(&arrivals, expected, Duration::from_secs(300)).await {
+    if !wait_count(&run.arrivals, expected, Duration::from_secs(300)).await {
         return Err("not every output arrived".into());
     }
-    latency_row(store, rate, &scheduled, &arrivals, gw.peak_rss_mb())
+    latency_row(store, rate, &scheduled, &run.arrivals, run.gw.peak_rss_mb())
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
 use crate::pipeline::{Engine, Inbound};
+use crate::store::NewOutbound;
 use crate::store::ledger::MemoryLedger;
 
 /// One row of the in-process table.
@@ -73,6 +74,37 @@ fn xml_read(bytes: &[u8]) -> usize {
     }
 }
 
+/// One message through what the in-process row measures: decode, map, check, the
+/// OperationOutcome and every planned output (`None`: the ledger failed).
+pub fn pipeline_once(
+    engine: &Engine,
+    cfg: &AmqpConfig,
+    bytes: &[u8],
+    ledger: &mut MemoryLedger,
+    today: time::Date,
+) -> Option<Vec<NewOutbound>> {
+    let inbound = Inbound {
+        bytes,
+        content_type: None,
+        message_id: None,
+        jurisdiction: None,
+    };
+    let processed = engine.process(inbound, ledger, today).ok()?;
+    let outcome = engine.outcome(&processed, "en").to_json();
+    let origin = Origin {
+        gateway_id: "bench",
+        body: bytes,
+        ..Origin::default()
+    };
+    Some(forward::plan(
+        &origin,
+        &processed,
+        &outcome,
+        cfg,
+        engine.mappings(),
+    ))
+}
+
 /// Measures one workload. Pipeline and baseline alternate in three rounds each; the best round
 /// of each counts, so a noisy neighbour on the shared machine hurts both alike.
 pub fn measure(
@@ -93,22 +125,7 @@ pub fn measure(
     for _ in 0..3 {
         let mut ledger = MemoryLedger::default();
         let pipeline = rate(messages, budget / 3, |bytes| {
-            let inbound = Inbound {
-                bytes,
-                content_type: None,
-                message_id: None,
-                jurisdiction: None,
-            };
-            if let Ok(processed) = engine.process(inbound, &mut ledger, today) {
-                let outcome = engine.outcome(&processed, "en").to_json();
-                let origin = Origin {
-                    gateway_id: "bench",
-                    body: bytes,
-                    ..Origin::default()
-                };
-                let outputs = forward::plan(&origin, &processed, &outcome, &cfg, engine.mappings());
-                std::hint::black_box(outputs);
-            }
+            std::hint::black_box(pipeline_once(engine, &cfg, bytes, &mut ledger, today));
         });
         let baseline = rate(messages, budget / 3, |bytes| match baseline_kind {
             Baseline::Json => {

@@ -54,7 +54,7 @@ pub enum StoreKind {
     Postgres,
 }
 
-/// A subset of the benchmark, for looking at one number without the ten-minute full run.
+/// A subset of the benchmark, for looking at one number without the full run.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// Parts to run; empty: all.
@@ -200,13 +200,11 @@ async fn fresh_postgres(
         .execute(&mut conn)
         .await?;
     // Connection options (`?sslmode=disable`, ...) apply to the scratch database too.
-    let (path, options) = admin.split_once('?').map_or((admin, ""), |(p, o)| (p, o));
-    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
-    let options = if options.is_empty() {
-        String::new()
-    } else {
-        format!("?{options}")
+    let (path, options) = match admin.split_once('?') {
+        Some((path, options)) => (path, format!("?{options}")),
+        None => (admin, String::new()),
     };
+    let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
     Ok(ScratchStore {
         url: format!("{base}/{name}{options}"),
         admin: Some(admin.to_owned()),
@@ -286,35 +284,8 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
             Err(e) => report.skipped.push(format!("postgres: {e}")),
         }
     }
-    let messages = valid(opts.seed, Size::Plain, opts.messages);
-    let baseline = if selection.runs(Part::EndToEnd) {
-        match broker::broker_baseline(&opts.amqp_url, &messages, 64).await {
-            Ok(rate) => rate,
-            Err(e) => {
-                report.skipped.push(format!("end-to-end: {e}"));
-                return report;
-            }
-        }
-    } else {
-        0.0
-    };
-    let end_to_end = if selection.runs(Part::EndToEnd) {
-        &stores[..]
-    } else {
-        &[]
-    };
-    for (store, url) in end_to_end {
-        match broker::gateway_throughput(&opts.amqp_url, url, store, &messages).await {
-            Ok((rate, rss)) => report.end_to_end.push(broker::EndToEndRow {
-                store: store.clone(),
-                messages: messages.len(),
-                gateway_msgs_per_s: rate,
-                baseline_msgs_per_s: baseline,
-                ratio: rate / baseline,
-                peak_rss_mb: rss,
-            }),
-            Err(e) => report.skipped.push(format!("end-to-end {store}: {e}")),
-        }
+    if selection.runs(Part::EndToEnd) {
+        report = run_end_to_end(opts, &stores, report).await;
     }
     let rates: &[u32] = if !selection.runs(Part::Latency) {
         &[]
@@ -327,13 +298,9 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
     };
     let seconds = if opts.quick { 5 } else { 15 };
     let load_at = |rate: u32| {
-        workload::generate(
-            Spec {
-                seed: opts.seed ^ u64::from(rate),
-                invalid_share: 0.0,
-                shared_patients: 0,
-                size: Size::Plain,
-            },
+        valid(
+            opts.seed ^ u64::from(rate),
+            Size::Plain,
             rate as usize * seconds,
         )
     };
@@ -370,6 +337,36 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         }
     }
     run_rss(opts, report).await
+}
+
+/// Throughput of `serve` with each store, beside the broker baseline.
+async fn run_end_to_end(
+    opts: &BenchOptions,
+    stores: &[(String, ScratchStore)],
+    mut report: Report,
+) -> Report {
+    let messages = valid(opts.seed, Size::Plain, opts.messages);
+    let baseline = match broker::broker_baseline(&opts.amqp_url, &messages, 64).await {
+        Ok(rate) => rate,
+        Err(e) => {
+            report.skipped.push(format!("end-to-end: {e}"));
+            return report;
+        }
+    };
+    for (store, url) in stores {
+        match broker::gateway_throughput(&opts.amqp_url, url, store, &messages).await {
+            Ok((rate, rss)) => report.end_to_end.push(broker::EndToEndRow {
+                store: store.clone(),
+                messages: messages.len(),
+                gateway_msgs_per_s: rate,
+                baseline_msgs_per_s: baseline,
+                ratio: rate / baseline,
+                peak_rss_mb: rss,
+            }),
+            Err(e) => report.skipped.push(format!("end-to-end {store}: {e}")),
+        }
+    }
+    report
 }
 
 /// Peak RSS of `serve` by message size (SQLite store).

@@ -208,11 +208,7 @@ impl Gateway {
             .await?;
         let duplicate = match inserted {
             Inserted::New => None,
-            Inserted::Duplicate(seen) => Some(Handled::Duplicate {
-                gateway_id: seen.id,
-                status: seen.status,
-                outcome: seen.outcome.and_then(|o| serde_json::from_str(&o).ok()),
-            }),
+            Inserted::Duplicate(seen) => Some(Handled::seen(seen)),
         };
         Ok((tx, duplicate))
     }

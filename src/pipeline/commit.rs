@@ -2,12 +2,12 @@
 //! process's writer (two on PostgreSQL), several to a transaction.
 //!
 //! A transaction per message paid, per message, a commit (on PostgreSQL an fsync) and about
-//! seven statements, each on SQLite a hand-over to its one connection's thread and back;
+//! eight statements, each on SQLite a hand-over to its one connection's thread and back;
 //! profiles of `serve` showed most of its CPU in those hand-overs and the wake-ups around
 //! them. The writer takes whatever is waiting when it is free (nothing is held back for a
 //! timer, so a lone message is written at once) and writes it with a fixed number of
-//! statements: the keys already stored, the patients' locks and ledger, then one insert each
-//! for messages, ledger claims and outbox rows. Each caller gets its own answer only after the
+//! statements: the patients' locks, the keys already stored, the patients' ledger, then one
+//! insert each for messages, ledger claims and outbox rows. Each caller gets its own answer only after the
 //! commit, so "acked only after stored" holds per message.
 //!
 //! The checks run in memory between the reads and the inserts, in batch order, each against
@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
 use time::Date;
 use tokio::sync::{mpsc, oneshot};
 
@@ -200,37 +199,21 @@ impl Writer {
         let mut claimed: HashMap<&str, usize> = HashMap::new();
         for (index, pending) in batch.iter_mut().enumerate() {
             if let Some(seen) = stored.get(&pending.idempotency_key) {
-                written.push(duplicate(
-                    seen.id.clone(),
-                    seen.status.clone(),
-                    seen.outcome
-                        .as_deref()
-                        .and_then(|o| serde_json::from_str(o).ok()),
-                ));
+                written.push(Written {
+                    handled: Handled::seen(seen.clone()),
+                    rule_codes: String::new(),
+                });
                 continue;
             }
             if let Some(&first) = claimed.get(pending.idempotency_key.as_str()) {
-                let earlier = match &written[first].handled {
-                    Handled::New {
-                        gateway_id,
-                        verdict,
-                        outcome,
-                    } => duplicate(
-                        gateway_id.clone(),
-                        verdict.as_str().to_owned(),
-                        Some(outcome.clone()),
-                    ),
-                    Handled::Duplicate {
-                        gateway_id,
-                        status,
-                        outcome,
-                    } => duplicate(gateway_id.clone(), status.clone(), outcome.clone()),
-                };
-                written.push(earlier);
+                let earlier = written[first].handled.repeated();
+                written.push(Written {
+                    handled: earlier,
+                    rule_codes: String::new(),
+                });
                 continue;
             }
-            let (mut row, done) = self.check(pending, &ledger);
-            row.index = index;
+            let (row, done) = self.check(index, pending, &ledger);
             if let Some(entry) = &row.ledger_entry {
                 ledger
                     .entry(entry.patient_key.clone())
@@ -294,10 +277,11 @@ impl Writer {
         Ok(written)
     }
 
-    /// Checks one message against its patient's ledger as this batch has it so far (no I/O),
-    /// and builds its row and outputs.
+    /// Checks the message at `index` of the batch against its patient's ledger as this batch
+    /// has it so far (no I/O), and builds its row and outputs.
     fn check(
         &self,
+        index: usize,
         pending: &mut Pending,
         ledger: &HashMap<String, Vec<LedgerEntry>>,
     ) -> (Row, Written) {
@@ -342,7 +326,7 @@ impl Writer {
             self.engine.mappings(),
         );
         let row = Row {
-            index: 0,
+            index,
             status: processed.verdict.as_str(),
             jurisdiction: processed
                 .referral
@@ -385,17 +369,6 @@ struct Row {
     rule_codes: String,
     ledger_entry: Option<LedgerEntry>,
     outputs: Vec<NewOutbound>,
-}
-
-fn duplicate(gateway_id: String, status: String, outcome: Option<Value>) -> Written {
-    Written {
-        handled: Handled::Duplicate {
-            gateway_id,
-            status,
-            outcome,
-        },
-        rule_codes: String::new(),
-    }
 }
 
 /// The pipeline's view of an envelope.

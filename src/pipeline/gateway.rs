@@ -14,7 +14,7 @@ use crate::check::Verdict;
 use crate::config::AmqpConfig;
 use crate::forward::{self, Origin};
 use crate::pipeline::Engine;
-use crate::store::{Finished, Inserted, NewMessage, Store, StoreError};
+use crate::store::{Finished, Inserted, NewMessage, Store, StoreError, StoredSummary};
 use crate::telemetry;
 
 /// One inbound message with its transport metadata.
@@ -83,6 +83,33 @@ pub enum Handled {
         /// Its OperationOutcome, when finished.
         outcome: Option<Value>,
     },
+}
+
+impl Handled {
+    /// The answer to a message whose key is stored already: what was stored under it.
+    pub fn seen(stored: StoredSummary) -> Handled {
+        Handled::Duplicate {
+            gateway_id: stored.id,
+            status: stored.status,
+            outcome: stored.outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        }
+    }
+
+    /// What a repeat of this message is answered with: the same message, seen before.
+    pub fn repeated(&self) -> Handled {
+        match self {
+            Handled::New {
+                gateway_id,
+                verdict,
+                outcome,
+            } => Handled::Duplicate {
+                gateway_id: gateway_id.clone(),
+                status: verdict.as_str().to_owned(),
+                outcome: Some(outcome.clone()),
+            },
+            Handled::Duplicate { .. } => self.clone(),
+        }
+    }
 }
 
 /// The service pipeline.

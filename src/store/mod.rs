@@ -11,7 +11,7 @@ use sqlx::{AnyPool, Row};
 use time::Date;
 use tokio::sync::Notify;
 
-use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
+use crate::store::ledger::LedgerEntry;
 
 pub mod billing;
 pub mod ledger;
@@ -571,16 +571,11 @@ impl Tx {
         if rows_affected == 1 {
             return Ok(Inserted::New);
         }
-        let row =
-            sqlx::query("SELECT id, status, outcome FROM messages WHERE idempotency_key = $1")
-                .bind(idempotency_key)
-                .fetch_one(&mut *self.tx)
-                .await?;
-        Ok(Inserted::Duplicate(StoredSummary {
-            id: row.try_get("id")?,
-            status: row.try_get("status")?,
-            outcome: row.try_get("outcome")?,
-        }))
+        self.stored_by_keys(&[idempotency_key])
+            .await?
+            .remove(idempotency_key)
+            .map(Inserted::Duplicate)
+            .ok_or_else(|| StoreError::Conflict("no row under a key that conflicted".to_owned()))
     }
 
     /// The rows of `select` (a query ending in `... IN`) for every one of `keys`, one
@@ -759,53 +754,10 @@ impl Tx {
         Ok(())
     }
 
-    /// Takes the per-patient lock until commit, so concurrent referrals of one patient are
-    /// checked against the budget one after the other (on SQLite the single writer does this).
+    /// Takes the per-patient lock until commit, so concurrent work on one patient's budget
+    /// happens one after the other (on SQLite the single writer does this).
     pub async fn lock_patient(&mut self, patient_key: &str) -> Result<(), StoreError> {
-        let sql = match self.backend {
-            // An upsert that always updates takes the row lock in the same round trip, also
-            // when the row exists already.
-            Backend::Postgres => {
-                "INSERT INTO patients (patient_key) VALUES ($1) \
-                 ON CONFLICT (patient_key) DO UPDATE SET patient_key = EXCLUDED.patient_key"
-            }
-            Backend::Sqlite => {
-                "INSERT INTO patients (patient_key) VALUES ($1) ON CONFLICT (patient_key) DO NOTHING"
-            }
-        };
-        sqlx::query(sql)
-            .bind(patient_key)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
-    }
-
-    /// Budget use of the window containing `start`.
-    pub async fn prior_usage(
-        &mut self,
-        patient_key: &str,
-        start: Date,
-        window_years: i32,
-    ) -> Result<PriorUsage, StoreError> {
-        let entries = self.ledger_entries(&[patient_key]).await?;
-        Ok(usage_from_entries(&entries, start, window_years))
-    }
-
-    /// Appends an accepted referral's claim to the ledger.
-    pub async fn record_ledger(
-        &mut self,
-        message: &str,
-        entry: &LedgerEntry,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO ledger (patient_key, message, start_date, minutes, trial_units) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&entry.patient_key)
-            .bind(message)
-            .bind(iso_date(entry.start))
-            .bind(i64::try_from(entry.minutes).unwrap_or(i64::MAX))
-            .bind(i64::from(entry.trial_units))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        self.lock_patients(&[patient_key]).await
     }
 
     /// Writes the verdict of a message.
