@@ -81,7 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             None
         }
     };
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         Arc::new(engine),
         store.clone(),
         config.amqp.clone(),
@@ -91,16 +91,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: config.billing.clone(),
         contract,
     });
+    let amqp_enabled = !config.amqp.url.trim().is_empty();
+    // Only with a relay in this process: without AMQP there is none to hand rows to.
+    let handoff = if amqp_enabled {
+        crate::forward::relay::handoff(&config.outbox)
+    } else {
+        None
+    };
+    let handoff_receiver = handoff.map(|(sender, receiver)| {
+        gateway = gateway.clone().with_handoff(sender);
+        receiver
+    });
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    let amqp_enabled = !config.amqp.url.trim().is_empty();
     let broker_ok = Arc::new(AtomicBool::new(!amqp_enabled));
     if amqp_enabled {
         tasks.spawn(supervise_amqp(
             gateway.clone(),
             store.clone(),
             config.clone(),
+            handoff_receiver,
             broker_ok.clone(),
             shutdown.clone(),
         ));
@@ -144,6 +155,7 @@ async fn supervise_amqp(
     gateway: Gateway,
     store: Store,
     config: Config,
+    handoff: Option<Arc<crate::forward::relay::HandoffReceiver>>,
     broker_ok: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -185,6 +197,7 @@ async fn supervise_amqp(
             store.clone(),
             connection.clone(),
             config.outbox.clone(),
+            handoff.clone(),
             relay_stop.clone(),
         ));
         let consumed =

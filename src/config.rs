@@ -145,6 +145,11 @@ pub struct OutboxConfig {
     /// How long a relay owns a claimed batch before another instance may take it over
     /// (milliseconds); after a crash, the rows are published again with the same message-id.
     pub lease_ms: i64,
+    /// Bytes of outbound bodies this process's writers may hand to its own relay directly: the
+    /// rows are written already claimed by that relay, which publishes them from memory instead
+    /// of claiming and reading them back from the store. Beyond this budget (the broker is slow
+    /// or away) rows wait in the store for a claim as usual. 0 turns the hand-over off.
+    pub handoff_bytes: i64,
 }
 
 impl Default for HttpConfig {
@@ -203,6 +208,7 @@ impl Default for OutboxConfig {
             batch_bytes: 8 * 1024 * 1024,
             max_attempts: 20,
             lease_ms: 30_000,
+            handoff_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -256,6 +262,9 @@ impl Config {
                 self.pipeline.default_language,
                 crate::mappings::LANGUAGES
             ));
+        }
+        if self.outbox.handoff_bytes < 0 {
+            problems.push("outbox.handoff_bytes must not be negative".to_owned());
         }
         if self.outbox.lease_ms < 1_000 || self.outbox.batch_size < 1 {
             problems.push(

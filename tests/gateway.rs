@@ -244,9 +244,18 @@ async fn a_redelivered_or_resent_message_produces_one_output() {
     running.shutdown().await;
 }
 
+/// Both ways a commit reaches the relay at once: rows handed over in memory, and (with the
+/// hand-over off, or its budget spent) the wake-up to claim them from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_wakes_the_relay_instead_of_waiting_for_its_next_poll() {
+    for handoff_bytes in [0, 16 * 1024 * 1024] {
+        commit_reaches_the_relay_at_once(handoff_bytes).await;
+    }
+}
+
+async fn commit_reaches_the_relay_at_once(handoff_bytes: i64) {
     let mut cfg = config(&pg_database().await);
+    cfg.outbox.handoff_bytes = handoff_bytes;
     // An hour between polls: outputs can only arrive within WAIT if the commit wakes the relay.
     cfg.outbox.poll_interval_ms = 3_600_000;
     let mut client = Client::connect(&cfg).await;
@@ -267,7 +276,7 @@ async fn a_commit_wakes_the_relay_instead_of_waiting_for_its_next_poll() {
                         .count()
                         == n as usize + 1)
                 .await,
-            "referral {n} was not forwarded"
+            "referral {n} was not forwarded (hand-over budget {handoff_bytes})"
         );
     }
     // Every published row was marked sent, in one statement per batch.
@@ -754,5 +763,146 @@ async fn referrals_committed_together_keep_the_budget_and_idempotency_and_fail_a
         counts,
         vec![("accepted".to_owned(), 10), ("rejected".to_owned(), 6)]
     );
+    store.close().await;
+}
+
+/// Writes one message row and one provider output claimed for `handoff`'s relay, commits, and
+/// hands the row over; returns the output's row id.
+async fn write_handed_over(
+    store: &Store,
+    handoff: &sociogate::forward::relay::Handoff,
+    cfg: &sociogate::config::Config,
+    gateway_id: &str,
+) -> i64 {
+    use sociogate::store::{NewMessage, NewOutbound};
+    let out = NewOutbound {
+        kind: "provider".to_owned(),
+        exchange: cfg.amqp.referrals_exchange.clone(),
+        routing_key: format!("handed.{gateway_id}.fhir"),
+        content_type: "application/fhir+json".to_owned(),
+        correlation_id: None,
+        headers: "{}".to_owned(),
+        body: format!(r#"{{"resourceType":"Bundle","id":"{gateway_id}"}}"#).into_bytes(),
+    };
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    tx.insert_message(&NewMessage {
+        id: gateway_id,
+        idempotency_key: gateway_id,
+        channel: "amqp",
+        content_type: None,
+        message_id: None,
+        correlation_id: None,
+        reply_to: None,
+        headers: "{}",
+        sha256: "0",
+        body: b"{}",
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reservation = handoff
+        .reserve(&[&out])
+        .unwrap_or_else(|| panic!("a 1 MiB budget holds one small row"));
+    let ids = tx
+        .enqueue_claimed(&[(gateway_id, &out)], &reservation.claim())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ids.len(), 1);
+    reservation.hand_over(handoff, vec![(ids[0], gateway_id.to_owned(), out)]);
+    ids[0]
+}
+
+/// The writers hand committed outbox rows to the relay of their process, claimed for it in the
+/// same transaction: the relay publishes them from memory, and no other relay may take them
+/// while the lease lasts. When the handing relay is gone, the rows are not lost: once the
+/// lease has run out, any relay claims them from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_after_their_lease() {
+    use sociogate::forward::relay;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    let mut cfg = config(&sqlite_database());
+    cfg.outbox.handoff_bytes = 1024 * 1024;
+    // Longer than the test waits: a row that arrives was published from memory.
+    cfg.outbox.lease_ms = 120_000;
+    let mut client = Client::connect(&cfg).await;
+    let store = Store::connect(&cfg.store.database_url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let connection = Arc::new(
+        lapin::Connection::connect(&cfg.amqp.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+
+    let (handoff, receiver) =
+        relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
+    let first = write_handed_over(&store, &handoff, &cfg, "handed-1").await;
+    // Claimed for the handing relay: another relay finds nothing to take.
+    let taken = store
+        .claim_outbox("another-relay", 10, 1_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(taken.is_empty(), "{taken:?}");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay::run(
+        store.clone(),
+        connection.clone(),
+        cfg.outbox.clone(),
+        Some(receiver.clone()),
+        stop.clone(),
+    ));
+    assert!(
+        client
+            .wait_for(WAIT, |r| r
+                .iter()
+                .any(|m| m.routing_key == "handed.handed-1.fhir"))
+            .await,
+        "the handed-over row was published"
+    );
+    let published = client.with_key("handed.handed-1");
+    assert_eq!(
+        published[0].message_id.as_deref(),
+        Some("sociogate:handed-1:provider")
+    );
+    assert_eq!(published[0].json()["id"], "handed-1");
+    let mut depth = -1;
+    for _ in 0..100 {
+        depth = store.outbox_depth().await.unwrap_or(-1);
+        if depth == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(depth, 0, "row {first} was marked sent");
+    stop.cancel();
+    let _ = running.await;
+
+    // A hand-over whose relay is gone (a crash between commit and publish).
+    cfg.outbox.lease_ms = 2_000;
+    let (orphaned, gone) =
+        relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
+    drop(gone);
+    write_handed_over(&store, &orphaned, &cfg, "handed-2").await;
+    let stop = CancellationToken::new();
+    let other = tokio::spawn(relay::run(
+        store.clone(),
+        connection.clone(),
+        cfg.outbox.clone(),
+        None,
+        stop.clone(),
+    ));
+    assert!(
+        client
+            .wait_for(WAIT, |r| r
+                .iter()
+                .any(|m| m.routing_key == "handed.handed-2.fhir"))
+            .await,
+        "another relay published the orphaned row after its lease"
+    );
+    client.settle(Duration::from_millis(500)).await;
+    assert_eq!(client.with_key("handed.").len(), 2, "each row once");
+    stop.cancel();
+    let _ = other.await;
     store.close().await;
 }

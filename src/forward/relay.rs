@@ -3,17 +3,140 @@
 //! (`sociogate:<gateway-id>:<kind>`) so a consumer can drop a repeat after a crash.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxConfig;
 use crate::forward::outbound_message_id;
-use crate::store::{OutboxRow, Store};
+use crate::store::{NewOutbound, OutboxClaim, OutboxRow, Store, now_ms};
 use crate::telemetry;
+
+/// The writers' end of the hand-over: outbox rows a writer of this process commits already
+/// claimed by this process's relay, which then publishes them from memory. Without it the
+/// relay claimed every row with an `UPDATE ... RETURNING` that read each body back, and marked
+/// it sent with a second update; on SQLite's one connection that claim held up the writer,
+/// on PostgreSQL it scanned an index full of the dead versions of rows already sent.
+///
+/// Memory is bounded by a budget of body bytes: a writer reserves its rows' bytes before its
+/// transaction and, when the budget is spent (the broker is slow or away), writes them
+/// unclaimed, to be claimed from the store as before. Rows the relay cannot publish go back to
+/// the store's path too: a failed publish marks them pending, and rows not published within
+/// their lease (the relay stopped) are claimed again by any relay once it has run out.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    relay_id: Arc<str>,
+    lease_ms: i64,
+    budget: Arc<Semaphore>,
+    sender: mpsc::UnboundedSender<Handed>,
+}
+
+/// The relay's end of the hand-over; kept across reconnects, so rows handed over while the
+/// broker was away are published by the next relay (the relay id stays the process's).
+#[derive(Debug)]
+pub struct HandoffReceiver {
+    relay_id: Arc<str>,
+    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Handed>>,
+}
+
+/// Rows handed over after their commit.
+#[derive(Debug)]
+struct Handed {
+    rows: Vec<OutboxRow>,
+    lease_until: i64,
+    /// The rows' share of the budget, given back when they are published (dropped).
+    budget: OwnedSemaphorePermit,
+}
+
+/// Budget reserved for one transaction's outbox rows: claim them with [`Reservation::claim`],
+/// then [`Reservation::hand_over`] after the commit. Dropped unused, it gives the budget back.
+#[derive(Debug)]
+pub struct Reservation {
+    relay_id: Arc<str>,
+    lease_until: i64,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The hand-over for `cfg`, or `None` when `outbox.handoff_bytes` is 0.
+pub fn handoff(cfg: &OutboxConfig) -> Option<(Handoff, Arc<HandoffReceiver>)> {
+    let budget = usize::try_from(cfg.handoff_bytes)
+        .ok()
+        .filter(|&b| b > 0)?
+        .min(Semaphore::MAX_PERMITS);
+    let relay_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string());
+    let (sender, receiver) = mpsc::unbounded_channel();
+    Some((
+        Handoff {
+            relay_id: relay_id.clone(),
+            lease_ms: cfg.lease_ms,
+            budget: Arc::new(Semaphore::new(budget)),
+            sender,
+        },
+        Arc::new(HandoffReceiver {
+            relay_id,
+            receiver: tokio::sync::Mutex::new(receiver),
+        }),
+    ))
+}
+
+impl Handoff {
+    /// Reserves the budget for `outputs`, or `None` when it is spent: then the caller writes
+    /// the rows unclaimed.
+    pub fn reserve(&self, outputs: &[&NewOutbound]) -> Option<Reservation> {
+        let bytes: usize = outputs.iter().map(|o| o.body.len()).sum();
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(u32::try_from(bytes.max(1)).ok()?)
+            .ok()?;
+        Some(Reservation {
+            relay_id: self.relay_id.clone(),
+            lease_until: now_ms().saturating_add(self.lease_ms),
+            permit,
+        })
+    }
+}
+
+impl Reservation {
+    /// The claim to write the rows with.
+    pub fn claim(&self) -> OutboxClaim<'_> {
+        OutboxClaim {
+            relay_id: &self.relay_id,
+            lease_until: self.lease_until,
+        }
+    }
+
+    /// Hands the committed rows to the relay: `(row id, gateway id, output)`.
+    pub fn hand_over(self, handoff: &Handoff, rows: Vec<(i64, String, NewOutbound)>) {
+        let rows = rows
+            .into_iter()
+            .map(|(id, message, out)| OutboxRow {
+                id,
+                message,
+                kind: out.kind,
+                exchange: out.exchange,
+                routing_key: out.routing_key,
+                content_type: out.content_type,
+                correlation_id: out.correlation_id,
+                headers: out.headers,
+                body: out.body,
+                attempts: 0,
+            })
+            .collect();
+        // A relay that is gone leaves the rows to their lease.
+        let _ = handoff.sender.send(Handed {
+            rows,
+            lease_until: self.lease_until,
+            budget: self.permit,
+        });
+    }
+}
 
 /// Declares the exchanges and queues the gateway publishes to.
 pub async fn declare_topology(
@@ -76,8 +199,8 @@ pub fn next_batch_size(cfg: &OutboxConfig, last_rows: usize, last_bytes: usize) 
         .clamp(1, cfg.batch_size.max(1))
 }
 
-/// Publishes one batch of at most `limit` rows; returns how many rows were claimed and their
-/// body bytes (for [`next_batch_size`]).
+/// Claims and publishes one batch of at most `limit` rows from the store; returns how many
+/// rows were claimed and their body bytes (for [`next_batch_size`]).
 pub async fn publish_batch(
     store: &Store,
     channel: &Channel,
@@ -86,13 +209,25 @@ pub async fn publish_batch(
     limit: i64,
 ) -> Result<(usize, usize), RelayError> {
     let rows = store.claim_outbox(relay_id, limit, cfg.lease_ms).await?;
-    if rows.is_empty() {
-        return Ok((0, 0));
-    }
     let bytes: usize = rows.iter().map(|r| r.body.len()).sum();
+    publish_rows(store, channel, cfg, relay_id, &rows).await?;
+    Ok((rows.len(), bytes))
+}
+
+/// Publishes rows this relay owns, then marks them sent, or counts a failed attempt.
+async fn publish_rows(
+    store: &Store,
+    channel: &Channel,
+    cfg: &OutboxConfig,
+    relay_id: &str,
+    rows: &[OutboxRow],
+) -> Result<(), RelayError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     // Publish the whole batch, then wait for the confirms: pipelined, not one round trip each.
     let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let confirm = channel
             .basic_publish(
                 row.exchange.as_str().into(),
@@ -123,7 +258,36 @@ pub async fn publish_batch(
     for (kind, n) in kinds {
         telemetry::forwarded(kind, n);
     }
-    Ok((rows.len(), bytes))
+    Ok(())
+}
+
+/// Takes what was handed over (`first`, then what waits), up to the batch limits. Rows whose
+/// lease has run out are left to the store's claim path, since another relay may own them by
+/// now. Returns the rows and their budget, to be held until they are published.
+fn take_handed(
+    receiver: &mut mpsc::UnboundedReceiver<Handed>,
+    first: Option<Handed>,
+    cfg: &OutboxConfig,
+) -> (Vec<OutboxRow>, Vec<OwnedSemaphorePermit>) {
+    let max_rows = usize::try_from(cfg.batch_size).unwrap_or(usize::MAX).max(1);
+    let max_bytes = usize::try_from(cfg.batch_bytes)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let (mut rows, mut budget) = (Vec::new(), Vec::new());
+    let mut bytes = 0;
+    let mut next = first.or_else(|| receiver.try_recv().ok());
+    while let Some(handed) = next {
+        if handed.lease_until > now_ms() {
+            bytes += handed.rows.iter().map(|r| r.body.len()).sum::<usize>();
+            rows.extend(handed.rows);
+            budget.push(handed.budget);
+        }
+        if rows.len() >= max_rows || bytes >= max_bytes {
+            break;
+        }
+        next = receiver.try_recv().ok();
+    }
+    (rows, budget)
 }
 
 /// Errors of the relay.
@@ -137,23 +301,50 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
 }
 
-/// Runs the relay until `shutdown`; reconnects a channel when the broker fails.
+/// Runs the relay until `shutdown`; reconnects a channel when the broker fails. Rows handed
+/// over by this process's writers (`handoff`) go first; the store is looked at when a commit
+/// wrote unclaimed rows, every `poll_interval_ms` (rows of other instances, expired leases),
+/// and until a claim comes back empty.
 pub async fn run(
     store: Store,
-    connection: std::sync::Arc<Connection>,
+    connection: Arc<Connection>,
     cfg: OutboxConfig,
+    handoff: Option<Arc<HandoffReceiver>>,
     shutdown: CancellationToken,
 ) {
     let idle = Duration::from_millis(cfg.poll_interval_ms.max(10));
-    let relay_id = uuid::Uuid::new_v4().to_string();
+    let relay_id: Arc<str> = match &handoff {
+        Some(h) => h.relay_id.clone(),
+        None => Arc::from(uuid::Uuid::new_v4().to_string()),
+    };
+    // One relay at a time takes the hand-over (the next one starts after this one returned).
+    let mut handed = match &handoff {
+        Some(h) => Some(h.receiver.lock().await),
+        None => None,
+    };
     let mut channel: Option<Channel> = None;
     // Start small: the first batch's rows say how large messages are.
     let mut limit = cfg.batch_size.min(16);
     let mut last_depth: Option<Instant> = None;
+    // Rows of an earlier run may be waiting.
+    let mut look_in_store = true;
+    let mut received: Option<Handed> = None;
     loop {
         if shutdown.is_cancelled() {
             // Drain what is already committed before stopping.
             if let Some(ch) = &channel {
+                if let Some(rx) = handed.as_deref_mut() {
+                    loop {
+                        let (rows, _budget) = take_handed(rx, received.take(), &cfg);
+                        if rows.is_empty()
+                            || publish_rows(&store, ch, &cfg, &relay_id, &rows)
+                                .await
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
                 while let Ok((n, bytes)) = publish_batch(&store, ch, &cfg, &relay_id, limit).await {
                     if n == 0 {
                         break;
@@ -174,30 +365,60 @@ pub async fn run(
             }
         }
         let Some(ch) = channel.as_ref() else { continue };
-        match publish_batch(&store, ch, &cfg, &relay_id, limit).await {
-            Ok((0, _)) => {
-                // The gauge needs no more than one count a second, however often the relay idles.
-                if last_depth.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
-                    if let Ok(depth) = store.outbox_depth().await {
-                        telemetry::outbox_depth(depth);
-                    }
-                    last_depth = Some(Instant::now());
-                }
-                // A commit in this process wakes the relay at once; the poll interval is for
-                // rows written by other instances and for leases that expired.
-                tokio::select! {
-                    () = store.outbox_committed() => {}
-                    () = tokio::time::sleep(idle) => {}
-                    () = shutdown.cancelled() => {}
-                }
+        // The gauge needs no more than one count a second, however busy the relay is.
+        if last_depth.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+            if let Ok(depth) = store.outbox_depth().await {
+                telemetry::outbox_depth(depth);
             }
-            Ok((n, bytes)) => limit = next_batch_size(&cfg, n, bytes),
-            Err(e) => {
-                tracing::warn!(error = %e, "Outbox relay batch failed; retrying");
-                channel = None;
-                sleep_or_cancel(Duration::from_millis(500), &shutdown).await;
+            last_depth = Some(Instant::now());
+        }
+        let mut failed: Option<RelayError> = None;
+        let mut busy = false;
+        if let Some(rx) = handed.as_deref_mut() {
+            let (rows, _budget) = take_handed(rx, received.take(), &cfg);
+            busy = !rows.is_empty();
+            if let Err(e) = publish_rows(&store, ch, &cfg, &relay_id, &rows).await {
+                failed = Some(e);
             }
         }
+        // A commit of unclaimed rows while the relay was busy with handed-over ones.
+        look_in_store |= store.outbox_committed().now_or_never().is_some();
+        if look_in_store && failed.is_none() {
+            match publish_batch(&store, ch, &cfg, &relay_id, limit).await {
+                Ok((0, _)) => look_in_store = false,
+                Ok((n, bytes)) => limit = next_batch_size(&cfg, n, bytes),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "Outbox relay batch failed; retrying");
+            channel = None;
+            sleep_or_cancel(Duration::from_millis(500), &shutdown).await;
+            continue;
+        }
+        if busy || look_in_store {
+            continue;
+        }
+        // Idle. A commit in this process hands its rows over or wakes the relay at once; the
+        // poll interval is for rows written by other instances and for leases that expired.
+        tokio::select! {
+            next = next_handed(handed.as_deref_mut()) => match next {
+                Some(h) => received = Some(h),
+                // Every writer is gone; the store's path remains.
+                None => handed = None,
+            },
+            () = store.outbox_committed() => look_in_store = true,
+            () = tokio::time::sleep(idle) => look_in_store = true,
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// The next rows handed over; never resolves without a hand-over.
+async fn next_handed(receiver: Option<&mut mpsc::UnboundedReceiver<Handed>>) -> Option<Handed> {
+    match receiver {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::gateway::{Envelope, Handled, new_message};
 use super::{BudgetQuery, Engine, Inbound, Mapped, Processed, patient_key};
 use crate::config::AmqpConfig;
+use crate::forward::relay::Handoff;
 use crate::forward::{self, Origin};
 use crate::store::ledger::{LedgerEntry, PriorUsage, usage_from_entries};
 use crate::store::{Backend, Finished, NewMessage, NewOutbound, Store, StoreError};
@@ -70,6 +71,8 @@ pub(super) struct Writer {
     pub(super) engine: Arc<Engine>,
     pub(super) store: Store,
     pub(super) amqp: Arc<AmqpConfig>,
+    /// This process's relay, handed the committed outbox rows directly (`serve`).
+    pub(super) handoff: Option<Handoff>,
 }
 
 /// A written message, to be answered and logged once its transaction is committed.
@@ -271,9 +274,32 @@ impl Writer {
                 row.outputs.iter().map(move |out| (id, out))
             })
             .collect();
-        tx.enqueue_many(&outputs).await?;
+        let reservation = self.handoff.as_ref().and_then(|h| {
+            let outs: Vec<&NewOutbound> = outputs.iter().map(|(_, out)| *out).collect();
+            h.reserve(&outs)
+        });
+        let ids = match &reservation {
+            Some(reservation) => tx.enqueue_claimed(&outputs, &reservation.claim()).await?,
+            None => {
+                tx.enqueue_many(&outputs).await?;
+                Vec::new()
+            }
+        };
+        drop(outputs);
         tx.commit().await?;
         telemetry::committed(batch.len());
+        if let (Some(reservation), Some(handoff)) = (reservation, &self.handoff) {
+            let handed = rows
+                .into_iter()
+                .flat_map(|row| {
+                    let id = batch[row.index].gateway_id.clone();
+                    row.outputs.into_iter().map(move |out| (id.clone(), out))
+                })
+                .zip(ids)
+                .map(|((message, out), id)| (id, message, out))
+                .collect();
+            reservation.hand_over(handoff, handed);
+        }
         Ok(written)
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::commit::{self, Pending};
 use crate::check::Verdict;
 use crate::config::AmqpConfig;
+use crate::forward::relay::Handoff;
 use crate::forward::{self, Origin};
 use crate::pipeline::Engine;
 use crate::store::{Finished, Inserted, NewMessage, Store, StoreError, StoredSummary};
@@ -122,6 +123,8 @@ pub struct Gateway {
     pub(super) billing: Arc<super::billing::Billing>,
     /// The group-commit writer of referrals, started by the first one on the caller's runtime.
     committer: Arc<OnceLock<mpsc::Sender<Pending>>>,
+    /// The relay of this process, handed committed outbox rows directly.
+    handoff: Option<Handoff>,
 }
 
 impl Gateway {
@@ -139,7 +142,15 @@ impl Gateway {
             default_language: Arc::from(default_language),
             billing: Arc::default(),
             committer: Arc::default(),
+            handoff: None,
         }
+    }
+
+    /// Hands the outbox rows of referrals to this process's relay directly after their commit
+    /// (see [`Handoff`]); set before the first message.
+    pub fn with_handoff(mut self, handoff: Handoff) -> Gateway {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// The store.
@@ -230,6 +241,7 @@ impl Gateway {
                 engine: self.engine.clone(),
                 store: self.store.clone(),
                 amqp: self.amqp.clone(),
+                handoff: self.handoff.clone(),
             })
         });
         committer

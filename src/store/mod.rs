@@ -193,7 +193,8 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds: the clock of outbox leases.
+pub fn now_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX)
 }
@@ -491,6 +492,15 @@ fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
         body: r.try_get("body")?,
         attempts: r.try_get("attempts")?,
     })
+}
+
+/// Outbox rows written already claimed, for the relay of the writing process.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxClaim<'a> {
+    /// The relay that owns the rows.
+    pub relay_id: &'a str,
+    /// Until when (Unix milliseconds); then any relay may claim them.
+    pub lease_until: i64,
 }
 
 /// An outbound message to enqueue.
@@ -795,22 +805,57 @@ impl Tx {
     }
 
     /// Adds outbound messages of several inbound messages to the outbox: (message id, output),
-    /// one statement per chunk.
+    /// one statement per chunk. The rows wait for a relay's claim.
     pub async fn enqueue_many(&mut self, outs: &[(&str, &NewOutbound)]) -> Result<(), StoreError> {
+        self.insert_outbox(outs, None).await?;
+        Ok(())
+    }
+
+    /// Adds outbound messages already claimed by `claim.relay_id` until `claim.lease_until`,
+    /// for a relay of this process that is handed the rows after the commit and so never reads
+    /// them back. Should that relay not mark them sent in time, any relay claims them again
+    /// when the lease has run out, as after a crash. Returns the rows' ids in `outs`' order.
+    pub async fn enqueue_claimed(
+        &mut self,
+        outs: &[(&str, &NewOutbound)],
+        claim: &OutboxClaim<'_>,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.insert_outbox(outs, Some(claim)).await
+    }
+
+    /// One multi-row insert per chunk; with a claim, returns the ids in `outs`' order.
+    async fn insert_outbox(
+        &mut self,
+        outs: &[(&str, &NewOutbound)],
+        claim: Option<&OutboxClaim<'_>>,
+    ) -> Result<Vec<i64>, StoreError> {
         const COLUMNS: usize = 9;
-        for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS) {
+        let mut ids = Vec::with_capacity(if claim.is_some() { outs.len() } else { 0 });
+        for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS - 1) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|n| {
                     let p = placeholders(1 + n * COLUMNS, COLUMNS - 1);
-                    // status is a literal; created_at is the last parameter of the row.
-                    format!("({p}, 'pending', ${})", (n + 1) * COLUMNS)
+                    // created_at is the last parameter of the row; the claim's two values come
+                    // after every row's.
+                    match claim {
+                        None => format!("({p}, 'pending', ${}, NULL, 0)", (n + 1) * COLUMNS),
+                        Some(_) => format!(
+                            "({p}, 'sending', ${}, ${}, ${})",
+                            (n + 1) * COLUMNS,
+                            chunk.len() * COLUMNS + 1,
+                            chunk.len() * COLUMNS + 2
+                        ),
+                    }
                 })
                 .collect();
-            let sql = format!(
-                "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, created_at) \
-                 VALUES {}",
+            let mut sql = format!(
+                "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, \
+                 created_at, claimed_by, lease_until) VALUES {}",
                 rows.join(", ")
             );
+            if claim.is_some() {
+                sql.push_str(" RETURNING id, message, kind");
+            }
             let at = now();
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -826,10 +871,40 @@ impl Tx {
                     .bind(&out.body)
                     .bind(at.clone());
             }
-            query.execute(&mut *self.tx).await?;
-            self.enqueued = true;
+            match claim {
+                None => {
+                    query.execute(&mut *self.tx).await?;
+                    // Only unclaimed rows need the relay to look.
+                    self.enqueued = true;
+                }
+                Some(claim) => {
+                    let returned = query
+                        .bind(claim.relay_id)
+                        .bind(claim.lease_until)
+                        .fetch_all(&mut *self.tx)
+                        .await?;
+                    // RETURNING promises no order; (message, kind) names one output.
+                    let mut by_output = std::collections::HashMap::with_capacity(returned.len());
+                    for row in &returned {
+                        let message: String = row.try_get("message")?;
+                        let kind: String = row.try_get("kind")?;
+                        let id: i64 = row.try_get("id")?;
+                        by_output.insert((message, kind), id);
+                    }
+                    for (message, out) in chunk {
+                        let id = by_output
+                            .remove(&((*message).to_owned(), out.kind.clone()))
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(
+                                    "an outbox insert did not return one of its rows".to_owned(),
+                                )
+                            })?;
+                        ids.push(id);
+                    }
+                }
+            }
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// Commits everything written for this message.
