@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use crate::store::ledger::LedgerEntry;
 
 pub mod billing;
+mod checkpoint;
 pub mod ledger;
 
 /// Errors of the store. All are I/O: the caller retries or reports them, never a verdict.
@@ -59,6 +60,8 @@ pub struct Store {
     /// Raised when a transaction that enqueued outbox rows commits, so the relay of this
     /// process publishes them at once instead of at its next poll.
     outbox_signal: Arc<Notify>,
+    /// SQLite's WAL checkpoints, run beside the writer (a file database only).
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// An inbound message as stored before its verdict.
@@ -244,6 +247,13 @@ impl Store {
                             sqlx::query("PRAGMA busy_timeout = 5000")
                                 .execute(&mut *conn)
                                 .await?;
+                            // The checkpoint task copies the WAL; this is the backstop.
+                            sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA wal_autocheckpoint = {}",
+                                checkpoint::WRITER_AUTOCHECKPOINT_PAGES
+                            )))
+                            .execute(&mut *conn)
+                            .await?;
                             Ok(())
                         })
                     })
@@ -286,11 +296,17 @@ impl Store {
                     .await?
             }
         }
+        // An in-memory database has no WAL, and a second connection would open another one.
+        let checkpointer = (backend == Backend::Sqlite
+            && !url.contains(":memory:")
+            && !url.contains("mode=memory"))
+        .then(|| checkpoint::spawn(url.to_owned()));
         Ok(Store {
             pool,
             relay_pool,
             backend,
             outbox_signal: Arc::new(Notify::new()),
+            checkpointer,
         })
     }
 
@@ -474,6 +490,9 @@ impl Store {
 
     /// Closes the pool.
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop();
+        }
         self.relay_pool.close().await;
         self.pool.close().await;
     }

@@ -1,0 +1,62 @@
+//! The store on its own, against a real SQLite file.
+
+mod common;
+
+use std::time::Duration;
+
+use common::service::sqlite_database;
+use sociogate::store::{NewMessage, Store};
+
+/// Commits append to SQLite's WAL; copying the WAL into the database file (the checkpoint)
+/// runs beside the writer on a connection of its own, instead of inside whichever commit
+/// crossed SQLite's threshold. Seen from outside: the database file grows while the writes
+/// stay far below the writer's own threshold (64 MiB), and the WAL is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
+    let url = sqlite_database();
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_end_matches("?mode=rwc")
+        .to_owned();
+    let store = Store::connect(&url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    // 200 messages of 30 KB: 6 MB, a tenth of the writer's own threshold.
+    let body = vec![b'x'; 30 * 1024];
+    for n in 0..200 {
+        let id = format!("checkpoint-{n}");
+        let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        tx.insert_message(&NewMessage {
+            id: &id,
+            idempotency_key: &id,
+            channel: "amqp",
+            content_type: None,
+            message_id: None,
+            correlation_id: None,
+            reply_to: None,
+            headers: "{}",
+            sha256: "0",
+            body: &body,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut size = before;
+    for _ in 0..100 {
+        size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size >= 6_000_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        size >= 6_000_000,
+        "the database file holds the 6 MB written ({before} -> {size} bytes)"
+    );
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    }
+}
