@@ -9,8 +9,8 @@ use sociogate::store::{NewMessage, Store};
 
 /// Commits append to SQLite's WAL; copying the WAL into the database file (the checkpoint)
 /// runs beside the writer on a connection of its own, instead of inside whichever commit
-/// crossed SQLite's threshold. Seen from outside: the database file grows while the writes
-/// stay far below the writer's own threshold (64 MiB), and the WAL is emptied.
+/// crossed SQLite's threshold. Seen from outside: the database file takes the writes while
+/// they are still below the threshold of the writer's own checkpoint (1,000 pages, 4 MB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
     let url = sqlite_database();
@@ -22,9 +22,9 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    // 200 messages of 30 KB: 6 MB, a tenth of the writer's own threshold.
+    // 90 messages of 30 KB: 2.8 MB, below the writer's own threshold.
     let body = vec![b'x'; 30 * 1024];
-    for n in 0..200 {
+    for n in 0..90 {
         let id = format!("checkpoint-{n}");
         let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
         tx.insert_message(&NewMessage {
@@ -46,14 +46,14 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
     let mut size = before;
     for _ in 0..100 {
         size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size >= 6_000_000 {
+        if size >= 2_700_000 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        size >= 6_000_000,
-        "the database file holds the 6 MB written ({before} -> {size} bytes)"
+        size >= 2_700_000,
+        "the database file holds the 2.8 MB written ({before} -> {size} bytes)"
     );
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {

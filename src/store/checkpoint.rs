@@ -1,37 +1,44 @@
-//! SQLite WAL checkpoints off the writer's path.
+//! SQLite WAL checkpoints beside the writer.
 //!
 //! With `synchronous = NORMAL` a commit only appends to the WAL; the cost comes later, in the
 //! checkpoint that copies the WAL's pages into the database file and syncs both. SQLite runs
 //! it inside whichever commit crosses `wal_autocheckpoint` pages, on the one connection every
 //! write shares: measured in `sociogate bench`, every third group commit then took ~30 ms
-//! instead of ~8, and every other write waited for it. This task checkpoints on its own
-//! connection, passively (it neither waits for the writer nor holds it up), a few times a
-//! second while there is something to copy. The writer's automatic checkpoint stays as the
-//! backstop, at a higher threshold ([`WRITER_AUTOCHECKPOINT_PAGES`]), should the task fall
-//! behind or be gone.
+//! instead of ~8, and every other write waited for it. This task, woken by each commit,
+//! copies the new frames on a connection of its own, passively (it neither waits for the
+//! writer nor holds it up), while the writer prepares its next transaction. The writer's own
+//! automatic checkpoint stays at SQLite's default: it must, because only a checkpoint that
+//! catches the WAL complete lets the next transaction start the WAL from the beginning (a
+//! passive copy racing a busy writer rarely does, and with a high threshold the WAL grew to
+//! 64 MiB and one commit then copied all of it: p99 latency 200-400 ms at 500 msg/s). With the
+//! task ahead of it, that checkpoint finds most frames copied already.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Connection, Row};
+use sqlx::Connection;
+use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// The writer's own automatic checkpoint, in pages (64 MiB with SQLite's 4 KiB pages):
-/// the WAL reaches this only when the checkpoint task is not keeping up.
-pub(super) const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
-/// Between checkpoints while the WAL has frames to copy.
-const BUSY_INTERVAL: Duration = Duration::from_millis(100);
-/// Between checkpoints while it had none (an idle gateway).
-const IDLE_INTERVAL: Duration = Duration::from_secs(1);
+/// A checkpoint at least this often, also without a commit's wake-up (a commit of another
+/// process sharing the file).
+const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Stops the checkpoint task when the last clone of its store is dropped, or when closed.
 #[derive(Debug)]
 pub(super) struct Checkpointer {
     stop: CancellationToken,
+    committed: Arc<Notify>,
     _on_drop: DropGuard,
 }
 
 impl Checkpointer {
+    /// A transaction has committed: copy its frames. Wake-ups while a checkpoint runs fold
+    /// into one.
+    pub(super) fn committed(&self) {
+        self.committed.notify_one();
+    }
+
     /// Stops the task (the store is being closed).
     pub(super) fn stop(&self) {
         self.stop.cancel();
@@ -42,13 +49,15 @@ impl Checkpointer {
 pub(super) fn spawn(url: String) -> Arc<Checkpointer> {
     let stop = CancellationToken::new();
     let task_stop = stop.clone();
+    let committed = Arc::new(Notify::new());
+    let wake = committed.clone();
     tokio::spawn(async move {
         let mut connection: Option<sqlx::AnyConnection> = None;
-        let mut interval = BUSY_INTERVAL;
         loop {
             tokio::select! {
                 () = task_stop.cancelled() => break,
-                () = tokio::time::sleep(interval) => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(INTERVAL) => {}
             }
             if connection.is_none() {
                 // Retried at the next interval; meanwhile the writer checkpoints itself.
@@ -57,24 +66,13 @@ pub(super) fn spawn(url: String) -> Arc<Checkpointer> {
             let Some(conn) = connection.as_mut() else {
                 continue;
             };
-            // PASSIVE: copy what no reader still needs, without waiting for anyone. The row
-            // is (busy, frames in the WAL, frames copied).
-            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&mut *conn)
+            // PASSIVE: copy what no reader still needs, without waiting for anyone.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
                 .await
             {
-                Ok(row) => {
-                    let frames: i64 = row.try_get(1).unwrap_or(0);
-                    interval = if frames > 0 {
-                        BUSY_INTERVAL
-                    } else {
-                        IDLE_INTERVAL
-                    };
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "WAL checkpoint failed; reconnecting");
-                    connection = None;
-                }
+                tracing::debug!(error = %e, "WAL checkpoint failed; reconnecting");
+                connection = None;
             }
         }
         if let Some(conn) = connection {
@@ -84,5 +82,6 @@ pub(super) fn spawn(url: String) -> Arc<Checkpointer> {
     Arc::new(Checkpointer {
         _on_drop: stop.clone().drop_guard(),
         stop,
+        committed,
     })
 }

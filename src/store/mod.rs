@@ -247,13 +247,6 @@ impl Store {
                             sqlx::query("PRAGMA busy_timeout = 5000")
                                 .execute(&mut *conn)
                                 .await?;
-                            // The checkpoint task copies the WAL; this is the backstop.
-                            sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "PRAGMA wal_autocheckpoint = {}",
-                                checkpoint::WRITER_AUTOCHECKPOINT_PAGES
-                            )))
-                            .execute(&mut *conn)
-                            .await?;
                             Ok(())
                         })
                     })
@@ -334,6 +327,7 @@ impl Store {
             tx: self.pool.begin().await?,
             backend: self.backend,
             outbox_signal: self.outbox_signal.clone(),
+            checkpointer: self.checkpointer.clone(),
             enqueued: false,
         })
     }
@@ -453,6 +447,9 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
         Ok(())
     }
 
@@ -546,6 +543,7 @@ pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     backend: Backend,
     outbox_signal: Arc<Notify>,
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
     enqueued: bool,
 }
 
@@ -929,6 +927,9 @@ impl Tx {
     /// Commits everything written for this message.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
         if self.enqueued {
             self.outbox_signal.notify_one();
         }
