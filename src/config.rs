@@ -149,6 +149,8 @@ pub struct OutboxConfig {
     /// rows are written already claimed by that relay, which publishes them from memory instead
     /// of claiming and reading them back from the store. Beyond this budget (the broker is slow
     /// or away) rows wait in the store for a claim as usual. 0 turns the hand-over off.
+    /// 8 MiB by default: with 500 KB referrals, 16 MiB put `serve`'s peak RSS at 141 MB, 8 MiB
+    /// at 123 MB; plain referrals use a fraction of it.
     pub handoff_bytes: i64,
 }
 
@@ -208,7 +210,7 @@ impl Default for OutboxConfig {
             batch_bytes: 8 * 1024 * 1024,
             max_attempts: 20,
             lease_ms: 30_000,
-            handoff_bytes: 16 * 1024 * 1024,
+            handoff_bytes: 8 * 1024 * 1024,
         }
     }
 }

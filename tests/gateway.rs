@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::read;
 use common::service::{
-    Client, DatabaseCleanup, config, kvnr, pg_database, referral_for, sqlite_database, unique,
+    Client, DatabaseCleanup, config, kvnr, pg_database, raw_message, referral_for, sqlite_database,
+    unique,
 };
 use serde_json::Value;
 use sociogate::app;
@@ -774,7 +775,7 @@ async fn write_handed_over(
     cfg: &sociogate::config::Config,
     gateway_id: &str,
 ) -> i64 {
-    use sociogate::store::{NewMessage, NewOutbound};
+    use sociogate::store::NewOutbound;
     let out = NewOutbound {
         kind: "provider".to_owned(),
         exchange: cfg.amqp.referrals_exchange.clone(),
@@ -785,20 +786,9 @@ async fn write_handed_over(
         body: format!(r#"{{"resourceType":"Bundle","id":"{gateway_id}"}}"#).into_bytes(),
     };
     let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    tx.insert_message(&NewMessage {
-        id: gateway_id,
-        idempotency_key: gateway_id,
-        channel: "amqp",
-        content_type: None,
-        message_id: None,
-        correlation_id: None,
-        reply_to: None,
-        headers: "{}",
-        sha256: "0",
-        body: b"{}",
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    tx.insert_message(&raw_message(gateway_id, b"{}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let reservation = handoff
         .reserve(&[&out])
         .unwrap_or_else(|| panic!("a 1 MiB budget holds one small row"));

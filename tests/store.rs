@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::service::sqlite_database;
-use sociogate::store::{NewMessage, Store};
+use common::service::{raw_message, sqlite_database};
+use sociogate::store::Store;
 
 /// Commits append to SQLite's WAL; copying the WAL into the database file (the checkpoint)
 /// runs beside the writer on a connection of its own, instead of inside whichever commit
@@ -27,20 +27,9 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
     for n in 0..90 {
         let id = format!("checkpoint-{n}");
         let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-        tx.insert_message(&NewMessage {
-            id: &id,
-            idempotency_key: &id,
-            channel: "amqp",
-            content_type: None,
-            message_id: None,
-            correlation_id: None,
-            reply_to: None,
-            headers: "{}",
-            sha256: "0",
-            body: &body,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        tx.insert_message(&raw_message(&id, &body))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     }
     let mut size = before;

@@ -479,3 +479,19 @@ pub fn referral_for(kvnr: &str, units: u32, bundle_id: &str) -> Vec<u8> {
     }
     bundle.to_string().into_bytes()
 }
+
+/// An inbound message row as the store takes it, with `id` as gateway id and idempotency key.
+pub fn raw_message<'a>(id: &'a str, body: &'a [u8]) -> sociogate::store::NewMessage<'a> {
+    sociogate::store::NewMessage {
+        id,
+        idempotency_key: id,
+        channel: "amqp",
+        content_type: None,
+        message_id: None,
+        correlation_id: None,
+        reply_to: None,
+        headers: "{}",
+        sha256: "0",
+        body,
+    }
+}
