@@ -18,6 +18,7 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
         .trim_start_matches("sqlite://")
         .trim_end_matches("?mode=rwc")
         .to_owned();
+    let _files = RemoveOnDrop(path.clone());
     let store = Store::connect(&url, 1)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -45,7 +46,15 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
         "the database file holds the 2.8 MB written ({before} -> {size} bytes)"
     );
     store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+}
+
+/// Removes a test's SQLite file and its WAL, also when the test failed.
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0));
+        }
     }
 }
