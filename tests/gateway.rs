@@ -790,7 +790,7 @@ async fn write_handed_over(
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let reservation = handoff
-        .reserve(&[&out])
+        .reserve(out.body.len())
         .unwrap_or_else(|| panic!("a 1 MiB budget holds one small row"));
     let ids = tx
         .enqueue_claimed(&[(gateway_id, &out)], &reservation.claim())
@@ -798,7 +798,7 @@ async fn write_handed_over(
         .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ids.len(), 1);
-    reservation.hand_over(handoff, vec![(ids[0], gateway_id.to_owned(), out)]);
+    reservation.hand_over(vec![(ids[0], gateway_id.to_owned(), out)]);
     ids[0]
 }
 

@@ -61,6 +61,7 @@ pub struct Reservation {
     relay_id: Arc<str>,
     lease_until: i64,
     permit: OwnedSemaphorePermit,
+    sender: mpsc::UnboundedSender<Handed>,
 }
 
 /// The hand-over for `cfg`, or `None` when `outbox.handoff_bytes` is 0.
@@ -86,10 +87,9 @@ pub fn handoff(cfg: &OutboxConfig) -> Option<(Handoff, Arc<HandoffReceiver>)> {
 }
 
 impl Handoff {
-    /// Reserves the budget for `outputs`, or `None` when it is spent: then the caller writes
-    /// the rows unclaimed.
-    pub fn reserve(&self, outputs: &[&NewOutbound]) -> Option<Reservation> {
-        let bytes: usize = outputs.iter().map(|o| o.body.len()).sum();
+    /// Reserves `bytes` of the budget (the outputs' bodies), or `None` when it is spent: then
+    /// the caller writes the rows unclaimed.
+    pub fn reserve(&self, bytes: usize) -> Option<Reservation> {
         let permit = self
             .budget
             .clone()
@@ -99,6 +99,7 @@ impl Handoff {
             relay_id: self.relay_id.clone(),
             lease_until: now_ms().saturating_add(self.lease_ms),
             permit,
+            sender: self.sender.clone(),
         })
     }
 }
@@ -113,7 +114,7 @@ impl Reservation {
     }
 
     /// Hands the committed rows to the relay: `(row id, gateway id, output)`.
-    pub fn hand_over(self, handoff: &Handoff, rows: Vec<(i64, String, NewOutbound)>) {
+    pub fn hand_over(self, rows: Vec<(i64, String, NewOutbound)>) {
         let rows = rows
             .into_iter()
             .map(|(id, message, out)| OutboxRow {
@@ -130,7 +131,7 @@ impl Reservation {
             })
             .collect();
         // A relay that is gone leaves the rows to their lease.
-        let _ = handoff.sender.send(Handed {
+        let _ = self.sender.send(Handed {
             rows,
             lease_until: self.lease_until,
             budget: self.permit,
@@ -334,15 +335,10 @@ pub async fn run(
             // Drain what is already committed before stopping.
             if let Some(ch) = &channel {
                 if let Some(rx) = handed.as_deref_mut() {
-                    loop {
-                        let (rows, _budget) = take_handed(rx, received.take(), &cfg);
-                        if rows.is_empty()
-                            || publish_rows(&store, ch, &cfg, &relay_id, &rows)
-                                .await
-                                .is_err()
-                        {
-                            break;
-                        }
+                    let mut first = received.take();
+                    while let Ok(true) =
+                        publish_handed(&store, ch, &cfg, &relay_id, rx, first.take()).await
+                    {
                     }
                 }
                 while let Ok((n, bytes)) = publish_batch(&store, ch, &cfg, &relay_id, limit).await {
@@ -375,10 +371,9 @@ pub async fn run(
         let mut failed: Option<RelayError> = None;
         let mut busy = false;
         if let Some(rx) = handed.as_deref_mut() {
-            let (rows, _budget) = take_handed(rx, received.take(), &cfg);
-            busy = !rows.is_empty();
-            if let Err(e) = publish_rows(&store, ch, &cfg, &relay_id, &rows).await {
-                failed = Some(e);
+            match publish_handed(&store, ch, &cfg, &relay_id, rx, received.take()).await {
+                Ok(any) => busy = any,
+                Err(e) => failed = Some(e),
             }
         }
         // A commit of unclaimed rows while the relay was busy with handed-over ones.
@@ -412,6 +407,22 @@ pub async fn run(
             () = shutdown.cancelled() => {}
         }
     }
+}
+
+/// Publishes what was handed over (`first`, then what waits, up to the batch limits);
+/// returns whether there was anything.
+async fn publish_handed(
+    store: &Store,
+    channel: &Channel,
+    cfg: &OutboxConfig,
+    relay_id: &str,
+    receiver: &mut mpsc::UnboundedReceiver<Handed>,
+    first: Option<Handed>,
+) -> Result<bool, RelayError> {
+    // The budget is given back once the rows are published (or failed back to the store).
+    let (rows, _budget) = take_handed(receiver, first, cfg);
+    publish_rows(store, channel, cfg, relay_id, &rows).await?;
+    Ok(!rows.is_empty())
 }
 
 /// The next rows handed over; never resolves without a hand-over.

@@ -55,8 +55,8 @@ fn header_text(value: &AMQPValue) -> Option<String> {
 }
 
 /// The envelope of a delivery, and how often it was delivered before (quorum queues count).
-/// The envelope of a delivery; its payload is moved out (the delivery is only acked or
-/// nacked afterwards, which needs its tag, not its data).
+/// The payload is moved out, not copied: the delivery is only acked or nacked afterwards,
+/// which needs its tag, not its data.
 fn envelope_of(delivery: &mut Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
     let props = &delivery.properties;
     let mut headers = Map::new();

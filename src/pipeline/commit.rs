@@ -274,10 +274,8 @@ impl Writer {
                 row.outputs.iter().map(move |out| (id, out))
             })
             .collect();
-        let reservation = self.handoff.as_ref().and_then(|h| {
-            let outs: Vec<&NewOutbound> = outputs.iter().map(|(_, out)| *out).collect();
-            h.reserve(&outs)
-        });
+        let bytes = outputs.iter().map(|(_, out)| out.body.len()).sum();
+        let reservation = self.handoff.as_ref().and_then(|h| h.reserve(bytes));
         let ids = match &reservation {
             Some(reservation) => tx.enqueue_claimed(&outputs, &reservation.claim()).await?,
             None => {
@@ -285,10 +283,9 @@ impl Writer {
                 Vec::new()
             }
         };
-        drop(outputs);
         tx.commit().await?;
         telemetry::committed(batch.len());
-        if let (Some(reservation), Some(handoff)) = (reservation, &self.handoff) {
+        if let Some(reservation) = reservation {
             let handed = rows
                 .into_iter()
                 .flat_map(|row| {
@@ -298,7 +295,7 @@ impl Writer {
                 .zip(ids)
                 .map(|((message, out), id)| (id, message, out))
                 .collect();
-            reservation.hand_over(handoff, handed);
+            reservation.hand_over(handed);
         }
         Ok(written)
     }

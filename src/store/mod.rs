@@ -495,6 +495,28 @@ impl Store {
     }
 }
 
+/// Binds a message's raw columns in the order both inserts name them: id, idempotency key,
+/// channel, the time (received and updated), content type, message-id, correlation-id,
+/// reply-to, headers, SHA-256, body.
+fn bind_raw_message<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    m: &NewMessage<'q>,
+    at: String,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(m.id)
+        .bind(m.idempotency_key)
+        .bind(m.channel)
+        .bind(at)
+        .bind(m.content_type)
+        .bind(m.message_id)
+        .bind(m.correlation_id)
+        .bind(m.reply_to)
+        .bind(m.headers)
+        .bind(m.sha256)
+        .bind(m.body)
+}
+
 fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
     Ok(OutboxRow {
         id: r.try_get("id")?,
@@ -552,25 +574,15 @@ impl Tx {
     /// with [`Tx::finish_message`] (billing writes rows that refer to it in between).
     pub async fn insert_message(&mut self, m: &NewMessage<'_>) -> Result<Inserted, StoreError> {
         let at = now();
-        let inserted = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, content_type, message_id, \
              correlation_id, reply_to, headers, sha256, body, status) \
              VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11, 'received') \
              ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(m.id)
-        .bind(m.idempotency_key)
-        .bind(m.channel)
-        .bind(&at)
-        .bind(m.content_type)
-        .bind(m.message_id)
-        .bind(m.correlation_id)
-        .bind(m.reply_to)
-        .bind(m.headers)
-        .bind(m.sha256)
-        .bind(m.body)
-        .execute(&mut *self.tx)
-        .await?;
+        );
+        let inserted = bind_raw_message(query, m, at)
+            .execute(&mut *self.tx)
+            .await?;
         self.new_or_duplicate(inserted.rows_affected(), m.idempotency_key)
             .await
     }
@@ -728,18 +740,7 @@ impl Tx {
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (m, f) in chunk {
-                query = query
-                    .bind(m.id)
-                    .bind(m.idempotency_key)
-                    .bind(m.channel)
-                    .bind(at.clone())
-                    .bind(m.content_type)
-                    .bind(m.message_id)
-                    .bind(m.correlation_id)
-                    .bind(m.reply_to)
-                    .bind(m.headers)
-                    .bind(m.sha256)
-                    .bind(m.body)
+                query = bind_raw_message(query, m, at.clone())
                     .bind(f.status)
                     .bind(f.jurisdiction)
                     .bind(f.patient_key)
