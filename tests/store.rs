@@ -1,11 +1,11 @@
-//! The store on its own, against a real SQLite file.
+//! The store on its own, against a real SQLite file and a real PostgreSQL database.
 
 mod common;
 
 use std::time::Duration;
 
-use common::service::{raw_message, sqlite_database};
-use sociogate::store::Store;
+use common::service::{DatabaseCleanup, config, pg_database, raw_message, sqlite_database};
+use sociogate::store::{NewOutbound, OutboxClaim, Store};
 
 /// Commits append to SQLite's WAL; copying the WAL into the database file (the checkpoint)
 /// runs beside the writer on a connection of its own, instead of inside whichever commit
@@ -46,6 +46,184 @@ async fn the_wal_is_copied_into_the_database_file_beside_the_writer() {
         "the database file holds the 2.8 MB written ({before} -> {size} bytes)"
     );
     store.close().await;
+}
+
+fn output(kind: &str, routing_key: &str, body: &[u8]) -> NewOutbound {
+    NewOutbound {
+        kind: kind.to_owned(),
+        exchange: "sociogate.referrals".to_owned(),
+        routing_key: routing_key.to_owned(),
+        content_type: "application/fhir+json".to_owned(),
+        correlation_id: None,
+        headers: "{}".to_owned(),
+        body: body.to_vec(),
+    }
+}
+
+/// Outbox bodies live in a table of their own; each must come back with its own row, whether
+/// the relay claims the row from the store or was handed it with the ids the insert returned.
+async fn outbox_bodies_follow_their_rows(url: String) {
+    let _cleanup = DatabaseCleanup(config(&url));
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for id in ["m-1", "m-2"] {
+        tx.insert_message(&raw_message(id, id.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Two messages with the same kinds, so that only the message tells the rows apart.
+    let provider_1 = output("provider", "de.provider", b"provider body of m-1");
+    let insurer_1 = output("insurer", "de.insurer", b"insurer body of m-1");
+    let provider_2 = output("provider", "de.provider", b"provider body of m-2");
+    tx.enqueue_many(&[
+        ("m-1", &provider_1),
+        ("m-2", &provider_2),
+        ("m-1", &insurer_1),
+    ])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reply_2 = output("reply", "reply-queue", b"reply body of m-2");
+    let insurer_2 = output("insurer", "de.insurer", b"insurer body of m-2");
+    let claimed_ids = tx
+        .enqueue_claimed(
+            &[("m-2", &reply_2), ("m-2", &insurer_2)],
+            &OutboxClaim {
+                relay_id: "relay-a",
+                lease_until: sociogate::store::now_ms() + 3_000,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let claimed = store
+        .claim_outbox("relay-b", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen: Vec<(&str, &str, &[u8])> = claimed
+        .iter()
+        .map(|r| (r.message.as_str(), r.kind.as_str(), r.body.as_slice()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("m-1", "provider", &b"provider body of m-1"[..]),
+            ("m-2", "provider", &b"provider body of m-2"[..]),
+            ("m-1", "insurer", &b"insurer body of m-1"[..]),
+        ],
+        "the pending rows, oldest first, each with its own body; not the rows relay-a holds"
+    );
+
+    // relay-a's lease runs out; another relay claims its rows from the store, under the ids
+    // the insert returned.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let reclaimed = store
+        .claim_outbox("relay-b", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen: Vec<(i64, &str, &[u8])> = reclaimed
+        .iter()
+        .map(|r| (r.id, r.kind.as_str(), r.body.as_slice()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (claimed_ids[0], "reply", &b"reply body of m-2"[..]),
+            (claimed_ids[1], "insurer", &b"insurer body of m-2"[..]),
+        ]
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_bodies_follow_their_rows_sqlite() {
+    outbox_bodies_follow_their_rows(sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_bodies_follow_their_rows_postgres() {
+    outbox_bodies_follow_their_rows(pg_database().await).await;
+}
+
+/// A database made before outbox bodies moved to a table of their own keeps every waiting
+/// row's body: the migration moves them, and the relay then publishes them as before.
+async fn bodies_of_rows_written_before_the_move_are_kept(
+    url: String,
+    backend: &str,
+    before: usize,
+) {
+    let _cleanup = DatabaseCleanup(config(&url));
+    // The migrations as they were before the move.
+    let dir = std::env::temp_dir().join(format!(
+        "sociogate-it-migrations-{}",
+        common::service::unique()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(backend);
+    let mut files: Vec<_> = std::fs::read_dir(&source)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for file in files.iter().take(before) {
+        let name = file.file_name().unwrap_or_default();
+        std::fs::copy(file, dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let migrated = sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .run(&pool)
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    migrated.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(
+        "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, headers, sha256, body, status) \
+         VALUES ('m-old', 'k-old', 'amqp', 'then', 'then', '{}', '00', $1, 'accepted')",
+    )
+    .bind(&b"inbound"[..])
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    sqlx::query(
+        "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, headers, body, status, created_at) \
+         VALUES ('m-old', 'provider', 'sociogate.referrals', 'de.provider', 'application/fhir+json', '{}', $1, 'pending', 'then')",
+    )
+    .bind(&b"written before the move"[..])
+    .execute(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    pool.close().await;
+
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let claimed = store
+        .claim_outbox("relay", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, "m-old");
+    assert_eq!(claimed[0].body, b"written before the move");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_rows_written_before_the_move_are_kept_sqlite() {
+    bodies_of_rows_written_before_the_move_are_kept(sqlite_database(), "sqlite", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_rows_written_before_the_move_are_kept_postgres() {
+    bodies_of_rows_written_before_the_move_are_kept(pg_database().await, "postgres", 3).await;
 }
 
 /// Removes a test's SQLite file and its WAL, also when the test failed.

@@ -402,13 +402,13 @@ impl Store {
                  WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' OR (status = 'sending' AND lease_until < $3) \
                               ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                    AND (status = 'pending' OR (status = 'sending' AND lease_until < $3)) \
-                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts"
+                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, attempts"
             }
             Backend::Sqlite => {
                 "UPDATE outbox SET status = 'sending', claimed_by = $1, lease_until = $2 \
                  WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' OR (status = 'sending' AND lease_until < $3) \
                               ORDER BY id LIMIT $4) \
-                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, body, attempts"
+                 RETURNING id, message, kind, exchange, routing_key, content_type, correlation_id, headers, attempts"
             }
         };
         let rows = sqlx::query(sql)
@@ -420,7 +420,36 @@ impl Store {
             .await?;
         let mut out: Vec<OutboxRow> = rows.iter().map(outbox_row).collect::<Result<_, _>>()?;
         out.sort_by_key(|r| r.id);
+        self.read_outbox_bodies(&mut out).await?;
         Ok(out)
+    }
+
+    /// Fills in the bodies of claimed rows, one statement per [`IDS_PER_STATEMENT`] rows. The
+    /// claim is committed already; bodies never change, so reading them after it is safe.
+    async fn read_outbox_bodies(&self, rows: &mut [OutboxRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks_mut(IDS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, body FROM outbox_bodies WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            // Only placeholders are formatted into the text; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk.iter() {
+                query = query.bind(row.id);
+            }
+            let mut bodies: std::collections::HashMap<i64, Vec<u8>> = query
+                .fetch_all(&self.relay_pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("id")?, r.try_get("body")?)))
+                .collect::<Result<_, StoreError>>()?;
+            for row in chunk.iter_mut() {
+                row.body = bodies.remove(&row.id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("outbox row {} has no body", row.id))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Marks rows this relay published as sent: one statement per [`IDS_PER_STATEMENT`] rows,
@@ -517,6 +546,7 @@ fn bind_raw_message<'q>(
         .bind(m.body)
 }
 
+/// An outbox row as a claim returns it, before its body is read from `outbox_bodies`.
 fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
     Ok(OutboxRow {
         id: r.try_get("id")?,
@@ -527,9 +557,49 @@ fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
         content_type: r.try_get("content_type")?,
         correlation_id: r.try_get("correlation_id")?,
         headers: r.try_get("headers")?,
-        body: r.try_get("body")?,
+        body: Vec::new(),
         attempts: r.try_get("attempts")?,
     })
+}
+
+/// The ids an outbox insert returned (`RETURNING id, message, kind, routing_key`), in the
+/// order of `outs`. RETURNING promises no order, so each row is found by its output: message,
+/// kind and routing key. A message has one output of each kind; were one repeated, its ids
+/// are handed out in ascending order, the order in which a multi-row insert numbers its rows.
+fn ids_in_order(
+    outs: &[(&str, &NewOutbound)],
+    returned: &[AnyRow],
+) -> Result<Vec<i64>, StoreError> {
+    let mut by_output: std::collections::HashMap<(String, String, String), Vec<i64>> =
+        std::collections::HashMap::with_capacity(returned.len());
+    for row in returned {
+        let key = (
+            row.try_get("message")?,
+            row.try_get("kind")?,
+            row.try_get("routing_key")?,
+        );
+        by_output.entry(key).or_default().push(row.try_get("id")?);
+    }
+    for ids in by_output.values_mut() {
+        // Largest last, so that pop() hands out the smallest first.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    outs.iter()
+        .map(|(message, out)| {
+            by_output
+                .get_mut(&(
+                    (*message).to_owned(),
+                    out.kind.clone(),
+                    out.routing_key.clone(),
+                ))
+                .and_then(Vec::pop)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(
+                        "an outbox insert did not return one of its rows".to_owned(),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// Outbox rows written already claimed, for the relay of the writing process.
@@ -841,14 +911,15 @@ impl Tx {
         self.insert_outbox(outs, Some(claim)).await
     }
 
-    /// One multi-row insert per chunk; with a claim, returns the ids in `outs`' order.
+    /// Per chunk, one multi-row insert of the rows and one of their bodies (a table of their
+    /// own, see the migration `0003_outbox_bodies`). Returns the rows' ids in `outs`' order.
     async fn insert_outbox(
         &mut self,
         outs: &[(&str, &NewOutbound)],
         claim: Option<&OutboxClaim<'_>>,
     ) -> Result<Vec<i64>, StoreError> {
-        const COLUMNS: usize = 9;
-        let mut ids = Vec::with_capacity(if claim.is_some() { outs.len() } else { 0 });
+        const COLUMNS: usize = 8;
+        let mut ids = Vec::with_capacity(outs.len());
         for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS - 1) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|n| {
@@ -866,14 +937,11 @@ impl Tx {
                     }
                 })
                 .collect();
-            let mut sql = format!(
-                "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, body, status, \
-                 created_at, claimed_by, lease_until) VALUES {}",
+            let sql = format!(
+                "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, status, \
+                 created_at, claimed_by, lease_until) VALUES {} RETURNING id, message, kind, routing_key",
                 rows.join(", ")
             );
-            if claim.is_some() {
-                sql.push_str(" RETURNING id, message, kind");
-            }
             let at = now();
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -886,43 +954,43 @@ impl Tx {
                     .bind(&out.content_type)
                     .bind(out.correlation_id.as_deref())
                     .bind(&out.headers)
-                    .bind(&out.body)
                     .bind(at.clone());
             }
-            match claim {
-                None => {
-                    query.execute(&mut *self.tx).await?;
-                    // Only unclaimed rows need the relay to look.
-                    self.enqueued = true;
-                }
-                Some(claim) => {
-                    let returned = query
-                        .bind(claim.relay_id)
-                        .bind(claim.lease_until)
-                        .fetch_all(&mut *self.tx)
-                        .await?;
-                    // RETURNING promises no order; (message, kind) names one output.
-                    let mut by_output = std::collections::HashMap::with_capacity(returned.len());
-                    for row in &returned {
-                        let message: String = row.try_get("message")?;
-                        let kind: String = row.try_get("kind")?;
-                        let id: i64 = row.try_get("id")?;
-                        by_output.insert((message, kind), id);
-                    }
-                    for (message, out) in chunk {
-                        let id = by_output
-                            .remove(&((*message).to_owned(), out.kind.clone()))
-                            .ok_or_else(|| {
-                                StoreError::Corrupt(
-                                    "an outbox insert did not return one of its rows".to_owned(),
-                                )
-                            })?;
-                        ids.push(id);
-                    }
-                }
+            if let Some(claim) = claim {
+                query = query.bind(claim.relay_id).bind(claim.lease_until);
             }
+            let returned = query.fetch_all(&mut *self.tx).await?;
+            let chunk_ids = ids_in_order(chunk, &returned)?;
+            self.insert_outbox_bodies(chunk, &chunk_ids).await?;
+            ids.extend(chunk_ids);
+        }
+        // Only unclaimed rows need the relay to look.
+        if claim.is_none() && !outs.is_empty() {
+            self.enqueued = true;
         }
         Ok(ids)
+    }
+
+    /// The bodies of outbox rows just inserted, `ids` in `outs`' order, in one statement.
+    async fn insert_outbox_bodies(
+        &mut self,
+        outs: &[(&str, &NewOutbound)],
+        ids: &[i64],
+    ) -> Result<(), StoreError> {
+        let rows: Vec<String> = (0..outs.len())
+            .map(|n| format!("({})", placeholders(1 + 2 * n, 2)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbox_bodies (id, body) VALUES {}",
+            rows.join(", ")
+        );
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((_, out), id) in outs.iter().zip(ids) {
+            query = query.bind(*id).bind(&out.body);
+        }
+        query.execute(&mut *self.tx).await?;
+        Ok(())
     }
 
     /// Commits everything written for this message.
