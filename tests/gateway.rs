@@ -896,3 +896,76 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
     let _ = other.await;
     store.close().await;
 }
+
+/// The relay publishes a batch and goes on while the batch's confirms and sent mark are
+/// settled beside it, with many small batches in flight. However they interleave, every row
+/// reaches the broker once and is marked sent by the time the relay has stopped and `serve`
+/// has closed the broker connection and the store: none is left to be published again by
+/// another relay after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
+    use sociogate::forward::relay;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    let mut cfg = config(&sqlite_database());
+    cfg.outbox.handoff_bytes = 1024 * 1024;
+    cfg.outbox.lease_ms = 120_000;
+    // Small batches: many in flight at once.
+    cfg.outbox.batch_size = 4;
+    let mut client = Client::connect(&cfg).await;
+    let store = Store::connect(&cfg.store.database_url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let connection = Arc::new(
+        lapin::Connection::connect(&cfg.amqp.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let (handoff, receiver) =
+        relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
+    const ROWS: usize = 500;
+    for n in 0..ROWS {
+        write_handed_over(&store, &handoff, &cfg, &format!("stop-{n}")).await;
+    }
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay::run(
+        store.clone(),
+        connection.clone(),
+        cfg.outbox.clone(),
+        Some(receiver.clone()),
+        stop.clone(),
+    ));
+    assert!(
+        client
+            .wait_for(WAIT, |r| r
+                .iter()
+                .any(|m| m.routing_key.starts_with("handed.stop-")))
+            .await,
+        "the relay publishes"
+    );
+    stop.cancel();
+    let _ = running.await;
+    // What `serve` does next: close the broker connection, then the store.
+    let _ = connection.close(200, "test done".into()).await;
+    store.close().await;
+    let store = Store::connect(&cfg.store.database_url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.outbox_depth().await.unwrap_or(-1),
+        0,
+        "every row was published and marked sent before the relay returned"
+    );
+    assert!(
+        client
+            .wait_for(WAIT, |r| r
+                .iter()
+                .filter(|m| m.routing_key.starts_with("handed.stop-"))
+                .count()
+                >= ROWS)
+            .await
+    );
+    client.settle(Duration::from_millis(300)).await;
+    assert_eq!(client.with_key("handed.stop-").len(), ROWS, "each row once");
+    store.close().await;
+}
