@@ -221,8 +221,8 @@ async fn publish_batch(
 struct Published {
     /// Row id, kind and the broker's confirm of each row.
     rows: Vec<(i64, String, Result<PublisherConfirm, lapin::Error>)>,
-    /// The hand-over budget of the rows, given back once they are settled.
-    _budget: Vec<OwnedSemaphorePermit>,
+    /// The hand-over budget of the rows, given back once the broker has confirmed them.
+    budget: Vec<OwnedSemaphorePermit>,
 }
 
 /// Publishes rows this relay owns and passes their confirms on to [`settle`]. The relay goes
@@ -254,7 +254,7 @@ async fn publish_rows(
     settle
         .send(Published {
             rows: published,
-            _budget: budget,
+            budget,
         })
         .await
         .map_err(|_| RelayError::Stopped)
@@ -262,6 +262,9 @@ async fn publish_rows(
 
 /// Batches published but not yet settled; the relay waits when this many are in flight.
 const BATCHES_IN_FLIGHT: usize = 8;
+
+/// How long the sent mark of a settled batch waits for the batches after it.
+const MARK_LINGER: Duration = Duration::from_millis(10);
 
 /// Awaits the confirms of published batches in order, and marks the confirmed rows sent (every
 /// batch settled by then in one statement) or counts a failed attempt (the row goes back to
@@ -275,9 +278,14 @@ async fn settle(
     relay_id: Arc<str>,
     mut published: mpsc::Receiver<Published>,
 ) {
+    let max_rows = usize::try_from(cfg.batch_size).unwrap_or(usize::MAX).max(1);
     while let Some(first) = published.recv().await {
         let mut sent = Vec::new();
         let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        // Marks wait a little for the batches that follow: published as soon as they are
+        // handed over, batches are often one referral's rows, and a store transaction per
+        // batch queued on SQLite's one connection behind the group commits.
+        let until = tokio::time::Instant::now() + MARK_LINGER;
         let mut next = Some(first);
         while let Some(batch) = next {
             for (id, kind, confirm) in batch.rows {
@@ -295,7 +303,16 @@ async fn settle(
                     }
                 }
             }
-            next = published.try_recv().ok();
+            // The broker has the rows: their budget is free for the next hand-over.
+            drop(batch.budget);
+            next = if sent.len() >= max_rows {
+                None
+            } else {
+                tokio::time::timeout_at(until, published.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
         }
         if let Err(e) = store.mark_sent(&relay_id, &sent).await {
             tracing::warn!(error = %e, rows = sent.len(), "Outbox relay could not mark rows sent; they are published again after their lease");
