@@ -897,11 +897,10 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
     store.close().await;
 }
 
-/// The relay publishes a batch and goes on while the batch's confirms and sent mark are
-/// settled beside it, with many small batches in flight. However they interleave, every row
-/// reaches the broker once and is marked sent by the time the relay has stopped and `serve`
-/// has closed the broker connection and the store: none is left to be published again by
-/// another relay after its lease.
+/// A relay publishing many small batches (a sent mark after each batch's confirms) that is
+/// stopped mid-way: every row reaches the broker once and is marked sent by the time the relay
+/// has stopped and `serve` has closed the broker connection and the store, so none is left to
+/// be published again by another relay after its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     use sociogate::forward::relay;
@@ -910,7 +909,7 @@ async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     let mut cfg = config(&sqlite_database());
     cfg.outbox.handoff_bytes = 1024 * 1024;
     cfg.outbox.lease_ms = 120_000;
-    // Small batches: many in flight at once.
+    // Small batches: many of them.
     cfg.outbox.batch_size = 4;
     let mut client = Client::connect(&cfg).await;
     let store = Store::connect(&cfg.store.database_url, 1)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -202,43 +202,32 @@ pub fn next_batch_size(cfg: &OutboxConfig, last_rows: usize, last_bytes: usize) 
 
 /// Claims and publishes one batch of at most `limit` rows from the store; returns how many
 /// rows were claimed and their body bytes (for [`next_batch_size`]).
-async fn publish_batch(
+pub async fn publish_batch(
     store: &Store,
     channel: &Channel,
     cfg: &OutboxConfig,
     relay_id: &str,
     limit: i64,
-    settle: &mpsc::Sender<Published>,
 ) -> Result<(usize, usize), RelayError> {
     let rows = store.claim_outbox(relay_id, limit, cfg.lease_ms).await?;
     let bytes: usize = rows.iter().map(|r| r.body.len()).sum();
-    let n = rows.len();
-    publish_rows(channel, rows, Vec::new(), settle).await?;
-    Ok((n, bytes))
+    publish_rows(store, channel, cfg, relay_id, &rows).await?;
+    Ok((rows.len(), bytes))
 }
 
-/// A batch published and waiting for its confirms, on its way to [`settle`].
-struct Published {
-    /// Row id, kind and the broker's confirm of each row.
-    rows: Vec<(i64, String, Result<PublisherConfirm, lapin::Error>)>,
-    /// The hand-over budget of the rows, given back once the broker has confirmed them.
-    budget: Vec<OwnedSemaphorePermit>,
-}
-
-/// Publishes rows this relay owns and passes their confirms on to [`settle`]. The relay goes
-/// on with the next batch at once: waiting here for the confirms and the sent mark made every
-/// row handed over meanwhile wait a broker round trip and a store write (on SQLite, a turn of
-/// the one connection behind the group commit) before it was even published.
+/// Publishes rows this relay owns, then marks them sent, or counts a failed attempt.
 async fn publish_rows(
+    store: &Store,
     channel: &Channel,
-    rows: Vec<OutboxRow>,
-    budget: Vec<OwnedSemaphorePermit>,
-    settle: &mpsc::Sender<Published>,
+    cfg: &OutboxConfig,
+    relay_id: &str,
+    rows: &[OutboxRow],
 ) -> Result<(), RelayError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut published = Vec::with_capacity(rows.len());
+    // Publish the whole batch, then wait for the confirms: pipelined, not one round trip each.
+    let mut pending = Vec::with_capacity(rows.len());
     for row in rows {
         let confirm = channel
             .basic_publish(
@@ -246,81 +235,31 @@ async fn publish_rows(
                 row.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 &row.body,
-                properties(&row, &row.message),
+                properties(row, &row.message),
             )
             .await;
-        published.push((row.id, row.kind, confirm));
+        pending.push((row, confirm));
     }
-    settle
-        .send(Published {
-            rows: published,
-            budget,
-        })
-        .await
-        .map_err(|_| RelayError::Stopped)
-}
-
-/// Batches published but not yet settled; the relay waits when this many are in flight.
-const BATCHES_IN_FLIGHT: usize = 8;
-
-/// How long the sent mark of a settled batch waits for the batches after it.
-const MARK_LINGER: Duration = Duration::from_millis(10);
-
-/// Awaits the confirms of published batches in order, and marks the confirmed rows sent (every
-/// batch settled by then in one statement) or counts a failed attempt (the row goes back to
-/// pending, or is parked as `failed`). Runs until the relay drops its sender, so a relay that
-/// stops has settled everything it published. A store error is logged and leaves the rows
-/// claimed: any relay publishes them again once their lease has run out, under the same
-/// `message-id`, as after a crash.
-async fn settle(
-    store: Store,
-    cfg: OutboxConfig,
-    relay_id: Arc<str>,
-    mut published: mpsc::Receiver<Published>,
-) {
-    let max_rows = usize::try_from(cfg.batch_size).unwrap_or(usize::MAX).max(1);
-    while let Some(first) = published.recv().await {
-        let mut sent = Vec::new();
-        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-        // Marks wait a little for the batches that follow: published as soon as they are
-        // handed over, batches are often one referral's rows, and a store transaction per
-        // batch queued on SQLite's one connection behind the group commits.
-        let until = tokio::time::Instant::now() + MARK_LINGER;
-        let mut next = Some(first);
-        while let Some(batch) = next {
-            for (id, kind, confirm) in batch.rows {
-                let acked = match confirm {
-                    Ok(c) => matches!(c.await, Ok(conf) if conf.is_ack()),
-                    Err(_) => false,
-                };
-                if acked {
-                    sent.push(id);
-                    *kinds.entry(kind).or_default() += 1;
-                } else {
-                    telemetry::forward_failed();
-                    if let Err(e) = store.mark_failed_attempt(id, cfg.max_attempts).await {
-                        tracing::warn!(error = %e, row = id, "Outbox relay could not count a failed publish; the row waits for its lease");
-                    }
-                }
-            }
-            // The broker has the rows: their budget is free for the next hand-over.
-            drop(batch.budget);
-            next = if sent.len() >= max_rows {
-                None
-            } else {
-                tokio::time::timeout_at(until, published.recv())
-                    .await
-                    .ok()
-                    .flatten()
-            };
-        }
-        if let Err(e) = store.mark_sent(&relay_id, &sent).await {
-            tracing::warn!(error = %e, rows = sent.len(), "Outbox relay could not mark rows sent; they are published again after their lease");
-        }
-        for (kind, n) in kinds {
-            telemetry::forwarded(&kind, n);
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    for (row, confirm) in pending {
+        let acked = match confirm {
+            Ok(c) => matches!(c.await, Ok(conf) if conf.is_ack()),
+            Err(_) => false,
+        };
+        if acked {
+            sent.push(row.id);
+            *kinds.entry(row.kind.as_str()).or_default() += 1;
+        } else {
+            telemetry::forward_failed();
+            store.mark_failed_attempt(row.id, cfg.max_attempts).await?;
         }
     }
+    store.mark_sent(relay_id, &sent).await?;
+    for (kind, n) in kinds {
+        telemetry::forwarded(kind, n);
+    }
+    Ok(())
 }
 
 /// Takes what was handed over (`first`, then what waits), up to the batch limits. Rows whose
@@ -361,9 +300,6 @@ pub enum RelayError {
     /// The broker failed.
     #[error("broker error")]
     Broker(#[from] lapin::Error),
-    /// The task that settles published batches is gone (the runtime is shutting down).
-    #[error("outbox relay stopped")]
-    Stopped,
 }
 
 /// Runs the relay until `shutdown`; reconnects a channel when the broker fails. Rows handed
@@ -394,13 +330,6 @@ pub async fn run(
     // Rows of an earlier run may be waiting.
     let mut look_in_store = true;
     let mut received: Option<Handed> = None;
-    let (to_settle, published) = mpsc::channel(BATCHES_IN_FLIGHT);
-    let settling = tokio::spawn(settle(
-        store.clone(),
-        cfg.clone(),
-        relay_id.clone(),
-        published,
-    ));
     loop {
         if shutdown.is_cancelled() {
             // Drain what is already committed before stopping.
@@ -408,22 +337,17 @@ pub async fn run(
                 if let Some(rx) = handed.as_deref_mut() {
                     let mut first = received.take();
                     while let Ok(true) =
-                        publish_handed(ch, &cfg, rx, first.take(), &to_settle).await
+                        publish_handed(&store, ch, &cfg, &relay_id, rx, first.take()).await
                     {
                     }
                 }
-                while let Ok((n, bytes)) =
-                    publish_batch(&store, ch, &cfg, &relay_id, limit, &to_settle).await
-                {
+                while let Ok((n, bytes)) = publish_batch(&store, ch, &cfg, &relay_id, limit).await {
                     if n == 0 {
                         break;
                     }
                     limit = next_batch_size(&cfg, n, bytes);
                 }
             }
-            // Every published batch is settled before the relay returns.
-            drop(to_settle);
-            let _ = settling.await;
             return;
         }
         if channel.as_ref().is_none_or(|c| !c.status().connected()) {
@@ -447,7 +371,7 @@ pub async fn run(
         let mut failed: Option<RelayError> = None;
         let mut busy = false;
         if let Some(rx) = handed.as_deref_mut() {
-            match publish_handed(ch, &cfg, rx, received.take(), &to_settle).await {
+            match publish_handed(&store, ch, &cfg, &relay_id, rx, received.take()).await {
                 Ok(any) => busy = any,
                 Err(e) => failed = Some(e),
             }
@@ -455,7 +379,7 @@ pub async fn run(
         // A commit of unclaimed rows while the relay was busy with handed-over ones.
         look_in_store |= store.outbox_committed().now_or_never().is_some();
         if look_in_store && failed.is_none() {
-            match publish_batch(&store, ch, &cfg, &relay_id, limit, &to_settle).await {
+            match publish_batch(&store, ch, &cfg, &relay_id, limit).await {
                 Ok((0, _)) => look_in_store = false,
                 Ok((n, bytes)) => limit = next_batch_size(&cfg, n, bytes),
                 Err(e) => failed = Some(e),
@@ -488,17 +412,17 @@ pub async fn run(
 /// Publishes what was handed over (`first`, then what waits, up to the batch limits);
 /// returns whether there was anything.
 async fn publish_handed(
+    store: &Store,
     channel: &Channel,
     cfg: &OutboxConfig,
+    relay_id: &str,
     receiver: &mut mpsc::UnboundedReceiver<Handed>,
     first: Option<Handed>,
-    settle: &mpsc::Sender<Published>,
 ) -> Result<bool, RelayError> {
-    // The budget is given back once the rows are settled (or failed back to the store).
-    let (rows, budget) = take_handed(receiver, first, cfg);
-    let any = !rows.is_empty();
-    publish_rows(channel, rows, budget, settle).await?;
-    Ok(any)
+    // The budget is given back once the rows are published (or failed back to the store).
+    let (rows, _budget) = take_handed(receiver, first, cfg);
+    publish_rows(store, channel, cfg, relay_id, &rows).await?;
+    Ok(!rows.is_empty())
 }
 
 /// The next rows handed over; never resolves without a hand-over.
