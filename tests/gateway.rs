@@ -767,6 +767,23 @@ async fn referrals_committed_together_keep_the_budget_and_idempotency_and_fail_a
     store.close().await;
 }
 
+/// What a relay test runs against: a broker client bound to `cfg`'s exchanges, the store and
+/// a broker connection of the relay's own.
+async fn relay_parts(
+    cfg: &sociogate::config::Config,
+) -> (Client, Store, std::sync::Arc<lapin::Connection>) {
+    let client = Client::connect(cfg).await;
+    let store = Store::connect(&cfg.store.database_url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let connection = std::sync::Arc::new(
+        lapin::Connection::connect(&cfg.amqp.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    (client, store, connection)
+}
+
 /// Writes one message row and one provider output claimed for `handoff`'s relay, commits, and
 /// hands the row over; returns the output's row id.
 async fn write_handed_over(
@@ -809,21 +826,12 @@ async fn write_handed_over(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_after_their_lease() {
     use sociogate::forward::relay;
-    use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
     let mut cfg = config(&sqlite_database());
     cfg.outbox.handoff_bytes = 1024 * 1024;
     // Longer than the test waits: a row that arrives was published from memory.
     cfg.outbox.lease_ms = 120_000;
-    let mut client = Client::connect(&cfg).await;
-    let store = Store::connect(&cfg.store.database_url, 1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let connection = Arc::new(
-        lapin::Connection::connect(&cfg.amqp.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let (mut client, store, connection) = relay_parts(&cfg).await;
 
     let (handoff, receiver) =
         relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
@@ -904,22 +912,13 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     use sociogate::forward::relay;
-    use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
     let mut cfg = config(&sqlite_database());
     cfg.outbox.handoff_bytes = 1024 * 1024;
     cfg.outbox.lease_ms = 120_000;
     // Small batches: many of them.
     cfg.outbox.batch_size = 4;
-    let mut client = Client::connect(&cfg).await;
-    let store = Store::connect(&cfg.store.database_url, 1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let connection = Arc::new(
-        lapin::Connection::connect(&cfg.amqp.url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let (mut client, store, connection) = relay_parts(&cfg).await;
     let (handoff, receiver) =
         relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
     const ROWS: usize = 500;
