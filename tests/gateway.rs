@@ -767,6 +767,37 @@ async fn referrals_committed_together_keep_the_budget_and_idempotency_and_fail_a
     store.close().await;
 }
 
+/// A relay running in the test's runtime, as `serve` runs it.
+struct Relay {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    fn start(
+        store: &Store,
+        connection: &std::sync::Arc<lapin::Connection>,
+        cfg: &sociogate::config::Config,
+        handoff: Option<&std::sync::Arc<sociogate::forward::relay::HandoffReceiver>>,
+    ) -> Relay {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(sociogate::forward::relay::run(
+            store.clone(),
+            connection.clone(),
+            cfg.outbox.clone(),
+            handoff.cloned(),
+            stop.clone(),
+        ));
+        Relay { stop, task }
+    }
+
+    /// Stops the relay and waits until it has returned (after its drain).
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// What a relay test runs against: a broker client bound to `cfg`'s exchanges, the store and
 /// a broker connection of the relay's own.
 async fn relay_parts(
@@ -826,7 +857,6 @@ async fn write_handed_over(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_after_their_lease() {
     use sociogate::forward::relay;
-    use tokio_util::sync::CancellationToken;
     let mut cfg = config(&sqlite_database());
     cfg.outbox.handoff_bytes = 1024 * 1024;
     // Longer than the test waits: a row that arrives was published from memory.
@@ -842,14 +872,7 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(taken.is_empty(), "{taken:?}");
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(relay::run(
-        store.clone(),
-        connection.clone(),
-        cfg.outbox.clone(),
-        Some(receiver.clone()),
-        stop.clone(),
-    ));
+    let running = Relay::start(&store, &connection, &cfg, Some(&receiver));
     assert!(
         client
             .wait_for(WAIT, |r| r
@@ -873,8 +896,7 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(depth, 0, "row {first} was marked sent");
-    stop.cancel();
-    let _ = running.await;
+    running.stop().await;
 
     // A hand-over whose relay is gone (a crash between commit and publish).
     cfg.outbox.lease_ms = 2_000;
@@ -882,14 +904,7 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
         relay::handoff(&cfg.outbox).unwrap_or_else(|| panic!("a budget turns the hand-over on"));
     drop(gone);
     write_handed_over(&store, &orphaned, &cfg, "handed-2").await;
-    let stop = CancellationToken::new();
-    let other = tokio::spawn(relay::run(
-        store.clone(),
-        connection.clone(),
-        cfg.outbox.clone(),
-        None,
-        stop.clone(),
-    ));
+    let other = Relay::start(&store, &connection, &cfg, None);
     assert!(
         client
             .wait_for(WAIT, |r| r
@@ -900,8 +915,7 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
     );
     client.settle(Duration::from_millis(500)).await;
     assert_eq!(client.with_key("handed.").len(), 2, "each row once");
-    stop.cancel();
-    let _ = other.await;
+    other.stop().await;
     store.close().await;
 }
 
@@ -912,7 +926,6 @@ async fn handed_over_rows_are_published_from_memory_and_claimed_from_the_store_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     use sociogate::forward::relay;
-    use tokio_util::sync::CancellationToken;
     let mut cfg = config(&sqlite_database());
     cfg.outbox.handoff_bytes = 1024 * 1024;
     cfg.outbox.lease_ms = 120_000;
@@ -925,14 +938,7 @@ async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     for n in 0..ROWS {
         write_handed_over(&store, &handoff, &cfg, &format!("stop-{n}")).await;
     }
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(relay::run(
-        store.clone(),
-        connection.clone(),
-        cfg.outbox.clone(),
-        Some(receiver.clone()),
-        stop.clone(),
-    ));
+    let running = Relay::start(&store, &connection, &cfg, Some(&receiver));
     assert!(
         client
             .wait_for(WAIT, |r| r
@@ -941,8 +947,7 @@ async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
             .await,
         "the relay publishes"
     );
-    stop.cancel();
-    let _ = running.await;
+    running.stop().await;
     // What `serve` does next: close the broker connection, then the store.
     let _ = connection.close(200, "test done".into()).await;
     store.close().await;

@@ -200,6 +200,21 @@ fn placeholders(backend: Backend, first: usize, n: usize) -> String {
     out
 }
 
+/// The `VALUES` list of a multi-row insert: `rows` rows of `columns` parameters each,
+/// numbered from 1, `(.., ..), (.., ..)`.
+fn value_rows(backend: Backend, rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * (columns * 5 + 4));
+    for n in 0..rows {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        out.push_str(&placeholders(backend, 1 + n * columns, columns));
+        out.push(')');
+    }
+    out
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -746,9 +761,6 @@ impl Tx {
     /// repeat (PostgreSQL refuses to update one row twice in a statement).
     pub async fn lock_patients(&mut self, keys: &[&str]) -> Result<(), StoreError> {
         for chunk in keys.chunks(IDS_PER_STATEMENT) {
-            let rows: Vec<String> = (1..=chunk.len())
-                .map(|n| format!("({})", placeholders(self.backend, n, 1)))
-                .collect();
             let conflict = match self.backend {
                 // An upsert that always updates takes each row lock in the same round trip.
                 Backend::Postgres => "DO UPDATE SET patient_key = EXCLUDED.patient_key",
@@ -756,7 +768,7 @@ impl Tx {
             };
             let sql = format!(
                 "INSERT INTO patients (patient_key) VALUES {} ON CONFLICT (patient_key) {conflict}",
-                rows.join(", ")
+                value_rows(self.backend, chunk.len(), 1)
             );
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -802,15 +814,12 @@ impl Tx {
         let at = now();
         let mut written = 0;
         for chunk in rows.chunks(IDS_PER_STATEMENT / COLUMNS) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|n| format!("({})", placeholders(self.backend, 1 + n * COLUMNS, COLUMNS)))
-                .collect();
             // updated_at last, so that every parameter is bound once and in order.
             let sql = format!(
                 "INSERT INTO messages (id, idempotency_key, channel, received_at, content_type, message_id, \
                  correlation_id, reply_to, headers, sha256, body, status, jurisdiction, patient_key, rule_codes, \
                  referral, outcome, updated_at) VALUES {} ON CONFLICT (idempotency_key) DO NOTHING",
-                values.join(", ")
+                value_rows(self.backend, chunk.len(), COLUMNS)
             );
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -836,12 +845,9 @@ impl Tx {
     ) -> Result<(), StoreError> {
         const COLUMNS: usize = 5;
         for chunk in entries.chunks(IDS_PER_STATEMENT / COLUMNS) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|n| format!("({})", placeholders(self.backend, 1 + n * COLUMNS, COLUMNS)))
-                .collect();
             let sql = format!(
                 "INSERT INTO ledger (patient_key, message, start_date, minutes, trial_units) VALUES {}",
-                values.join(", ")
+                value_rows(self.backend, chunk.len(), COLUMNS)
             );
             // Only placeholders are formatted into the text; every value is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -931,13 +937,10 @@ impl Tx {
         };
         let mut ids = Vec::with_capacity(outs.len());
         for chunk in outs.chunks(IDS_PER_STATEMENT / COLUMNS) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|n| format!("({})", placeholders(self.backend, 1 + n * COLUMNS, COLUMNS)))
-                .collect();
             let sql = format!(
                 "INSERT INTO outbox (message, kind, exchange, routing_key, content_type, correlation_id, headers, \
                  created_at, status, claimed_by, lease_until) VALUES {} RETURNING id, message, kind, routing_key",
-                rows.join(", ")
+                value_rows(self.backend, chunk.len(), COLUMNS)
             );
             let at = now();
             // Only placeholders are formatted into the text; every value is bound.
@@ -974,12 +977,9 @@ impl Tx {
         outs: &[(&str, &NewOutbound)],
         ids: &[i64],
     ) -> Result<(), StoreError> {
-        let rows: Vec<String> = (0..outs.len())
-            .map(|n| format!("({})", placeholders(self.backend, 1 + 2 * n, 2)))
-            .collect();
         let sql = format!(
             "INSERT INTO outbox_bodies (id, body) VALUES {}",
-            rows.join(", ")
+            value_rows(self.backend, outs.len(), 2)
         );
         // Only placeholders are formatted into the text; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -1000,5 +1000,20 @@ impl Tx {
             self.outbox_signal.notify_one();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_rows_number_every_parameter_once_in_order() {
+        assert_eq!(
+            value_rows(Backend::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(value_rows(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(placeholders(Backend::Postgres, 3, 2), "$3, $4");
     }
 }
