@@ -417,7 +417,7 @@ pub struct Shape<'a> {
     pub top_level_type: Option<&'a [u8]>,
 }
 
-/// Strings up to this long are searched byte by byte in [`scan`], longer ones with `memchr`.
+/// Strings up to this long are searched a word at a time in [`scan`], longer ones with `memchr`.
 const SHORT_STRING: usize = 32;
 
 /// Rejects payloads nested deeper than `max_depth` before any tree is built, and returns the
@@ -432,6 +432,14 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
     let mut last_key_was_resource_type = false;
     let mut i = 0;
     while i < bytes.len() {
+        // Below the top level only strings and brackets matter: jump over the rest (numbers,
+        // literals, `:`, `,`, whitespace) eight bytes at a time.
+        if depth >= 2 {
+            i = next_string_or_bracket(bytes, i);
+            if i >= bytes.len() {
+                break;
+            }
+        }
         let b = bytes[i];
         match b {
             b'"' => {
@@ -439,32 +447,20 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
                 let mut end = start;
                 let mut escaped_inside = false;
                 // Find the closing quote: the next quote not preceded by an escaping backslash.
-                // Most keys and values are short: look at the first bytes directly before
-                // paying for a memchr call (a long string, e.g. base64, is still one jump).
-                let short = bytes[end..]
-                    .iter()
-                    .take(SHORT_STRING)
-                    .position(|&c| c == b'"' || c == b'\\');
-                if let Some(k) = short
-                    && bytes[end + k] == b'"'
-                {
-                    end += k;
-                } else {
-                    loop {
-                        match memchr::memchr2(b'"', b'\\', &bytes[end..]) {
-                            Some(k) if bytes[end + k] == b'\\' => {
-                                escaped_inside = true;
-                                end += k + 2;
-                                if end > bytes.len() {
-                                    return Ok(shape); // unterminated: the parser reports it
-                                }
+                loop {
+                    match next_quote_or_backslash(bytes, end) {
+                        Some(k) if bytes[k] == b'\\' => {
+                            escaped_inside = true;
+                            end = k + 2;
+                            if end > bytes.len() {
+                                return Ok(shape); // unterminated: the parser reports it
                             }
-                            Some(k) => {
-                                end += k;
-                                break;
-                            }
-                            None => return Ok(shape),
                         }
+                        Some(k) => {
+                            end = k;
+                            break;
+                        }
+                        None => return Ok(shape),
                     }
                 }
                 if depth == 1 && !escaped_inside {
@@ -502,6 +498,64 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
         i += 1;
     }
     Ok(shape)
+}
+
+/// Eight copies of `byte` in a word.
+const fn splat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// The lowest set high bit marks the first zero byte of `word` (the usual word-at-a-time test:
+/// a borrow can only mark bytes above a true zero, so the lowest mark is exact).
+const fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(splat(0x01)) & !word & splat(0x80)
+}
+
+/// The word of `chunk` (eight bytes), first byte lowest, so that `trailing_zeros / 8` of a mark
+/// is the byte's index.
+fn word(chunk: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(chunk).ok().map(u64::from_le_bytes)
+}
+
+/// Where the next `"` or `\` lies at or after `from`. Most keys and values are short: the
+/// first [`SHORT_STRING`] bytes are searched a word at a time, the rest of a long string (e.g.
+/// base64) with one `memchr` call.
+fn next_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+    let rest = bytes.get(from..)?;
+    let mut offset = 0;
+    for chunk in rest.chunks_exact(8).take(SHORT_STRING / 8) {
+        let word = word(chunk)?;
+        let found = zero_bytes(word ^ splat(b'"')) | zero_bytes(word ^ splat(b'\\'));
+        if found != 0 {
+            return Some(from + offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    memchr::memchr2(b'"', b'\\', rest.get(offset..)?).map(|k| from + offset + k)
+}
+
+/// Where the next byte that may be `"`, `{`, `}`, `[` or `]` lies at or after `from`, looking
+/// at eight bytes per step; `from` plus the whole words read when none is in them (the caller
+/// reads the last few bytes one by one). It may stop early on a byte that is none of these
+/// (0x02, which the caller then passes over), never late.
+fn next_string_or_bracket(bytes: &[u8], from: usize) -> usize {
+    let rest = bytes.get(from..).unwrap_or_default();
+    let mut offset = 0;
+    for chunk in rest.chunks_exact(8) {
+        let Some(word) = word(chunk) else {
+            break;
+        };
+        // Setting bit 5 folds `[` onto `{` and `]` onto `}`; `"` has it set already.
+        let folded = word | splat(0x20);
+        let found = zero_bytes(folded ^ splat(b'"'))
+            | zero_bytes(folded ^ splat(b'{'))
+            | zero_bytes(folded ^ splat(b'}'));
+        if found != 0 {
+            return from + offset + (found.trailing_zeros() / 8) as usize;
+        }
+        offset += 8;
+    }
+    from + offset
 }
 
 #[cfg(test)]
@@ -562,6 +616,77 @@ mod tests {
         let text = format!(
             r#"{{"resourceType":"Basic","id":"{}","code":{{"text":"x"}}}}"#,
             "[".repeat(200)
+        );
+        assert!(scan(text.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn the_word_skip_stops_at_the_first_string_or_bracket() {
+        // Every position of each byte that matters, after runs of bytes that do not.
+        for wanted in [b'"', b'{', b'}', b'[', b']'] {
+            for at in 0..20 {
+                let mut bytes = b"1234567890,: truefalsenull\t\r\n".repeat(2);
+                bytes.truncate(at);
+                bytes.push(wanted);
+                bytes.extend_from_slice(b"{{{{{{{{");
+                assert_eq!(
+                    next_string_or_bracket(&bytes, 0),
+                    at,
+                    "{} at {at}",
+                    wanted as char
+                );
+                if at > 3 {
+                    assert_eq!(next_string_or_bracket(&bytes, 3), at);
+                }
+            }
+        }
+        // None in the whole words: the index after them; the tail is the caller's.
+        assert_eq!(next_string_or_bracket(b"0123456789ab", 0), 8);
+        assert_eq!(next_string_or_bracket(b"0123", 0), 0);
+        assert_eq!(next_string_or_bracket(b"0123", 9), 9);
+        // Bytes with the high bit set (UTF-8) are not taken for brackets.
+        assert_eq!(next_string_or_bracket("ääää\"".as_bytes(), 0), 8);
+    }
+
+    #[test]
+    fn the_string_search_finds_the_first_quote_or_backslash_near_or_far() {
+        for wanted in [b'"', b'\\'] {
+            // Within the word-at-a-time reach, at its edge and beyond it (memchr).
+            for at in 0..SHORT_STRING + 20 {
+                let mut bytes = "a{[]}:, é".repeat(20).into_bytes();
+                bytes.truncate(at);
+                bytes.push(wanted);
+                bytes.extend_from_slice(b"\"\"");
+                assert_eq!(next_quote_or_backslash(&bytes, 0), Some(at), "at {at}");
+                if at > 5 {
+                    assert_eq!(next_quote_or_backslash(&bytes, 5), Some(at));
+                }
+            }
+        }
+        assert_eq!(
+            next_quote_or_backslash(b"no end in sight at all, none", 0),
+            None
+        );
+        assert_eq!(next_quote_or_backslash(b"ab", 2), None);
+        assert_eq!(next_quote_or_backslash(b"ab", 3), None);
+    }
+
+    #[test]
+    fn deep_nesting_behind_long_plain_runs_is_still_refused() {
+        let numbers = vec!["1.5e3"; 500].join(", ");
+        let deep = format!(
+            r#"{{"resourceType":"Basic","a":[{numbers},{}{}]}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert_eq!(
+            scan(deep.as_bytes(), 64),
+            Err(DecodeError::TooDeep { limit: 64 })
+        );
+        // The same depth inside a string below the top level is text, not nesting.
+        let text = format!(
+            r#"{{"resourceType":"Basic","a":[{numbers},"{}"]}}"#,
+            "[".repeat(70)
         );
         assert!(scan(text.as_bytes(), 64).is_ok());
     }
