@@ -6,7 +6,8 @@
 //! entry with a message in every language), so a broken deployment fails at start, not on the
 //! first message.
 
-use std::collections::{BTreeMap, HashMap};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use fhir_sdk::r4b::resources::ConceptMap;

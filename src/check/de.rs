@@ -260,7 +260,11 @@ impl Run<'_> {
         // A listed three-character category (F21) includes its subcodes (F21.0) only when the
         // list names the category itself; F20 is listed per subcode (F20.0-F20.6).
         self.pack.listed_diagnoses.codes.iter().any(|listed| {
-            code == *listed || (!listed.contains('.') && code.starts_with(&format!("{listed}.")))
+            code == *listed
+                || (!listed.contains('.')
+                    && code
+                        .strip_prefix(listed.as_str())
+                        .is_some_and(|rest| rest.starts_with('.')))
         })
     }
 

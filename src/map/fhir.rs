@@ -1,7 +1,7 @@
 //! Maps a FHIR R4 message, document, collection/transaction Bundle or lone ServiceRequest into
 //! the canonical referral. See `docs/inbound-profile.md` for what is read from where.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use fhir_sdk::r4b::resources::{
     BundleEntry, CarePlan, Condition, Coverage as FhirCoverage, DocumentReference, Encounter, Goal,
