@@ -80,10 +80,12 @@ enum Command {
         #[arg(long)]
         messages: Option<usize>,
         /// PostgreSQL server for the PostgreSQL runs (a fresh database is created per run).
+        /// Without TLS by default, like the broker's AMQP link the baseline uses and the
+        /// docker compose deployment; Debian's PostgreSQL offers TLS even on loopback.
         #[arg(
             long,
             env = "BENCH_POSTGRES_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/test"
+            default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
         )]
         postgres: String,
         /// Run only these parts (repeatable): in-process, end-to-end, latency, rss. Default: all.

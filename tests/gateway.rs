@@ -463,6 +463,7 @@ async fn two_gateways_over_postgres_never_exceed_the_120_hour_budget() {
 async fn http_intake_answers_with_verdicts_and_fhir_response_bundles() {
     let mut cfg = config(&sqlite_database());
     cfg.amqp.url = String::new(); // HTTP only
+    let _cleanup = DatabaseCleanup(cfg.clone());
     let running = app::start(cfg.clone())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -7,15 +7,17 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::read;
-use common::service::sqlite_database;
+use common::service::{DatabaseCleanup, config, sqlite_database};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_name_messages_but_no_patient() {
+    let database = sqlite_database();
+    let _cleanup = DatabaseCleanup(config(&database));
     let mut child = Command::new(env!("CARGO_BIN_EXE_sociogate"))
         .args(["serve", "--log-json"])
         .env("SOCIOGATE_HTTP__LISTEN", "127.0.0.1:0")
         .env("SOCIOGATE_AMQP__URL", "")
-        .env("DATABASE_URL", sqlite_database())
+        .env("DATABASE_URL", &database)
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
