@@ -185,19 +185,23 @@ const IDS_PER_STATEMENT: usize = 500;
 /// end-to-end benchmark. Statements built with this bind each parameter once, in order.
 fn placeholders(backend: Backend, first: usize, n: usize) -> String {
     let mut out = String::with_capacity(n * 5);
+    push_placeholders(&mut out, backend, first, n);
+    out
+}
+
+/// [`placeholders`], written onto the end of `out`.
+fn push_placeholders(out: &mut String, backend: Backend, first: usize, n: usize) {
+    use std::fmt::Write as _;
     for i in first..first + n {
         if i > first {
             out.push_str(", ");
         }
         match backend {
-            Backend::Postgres => {
-                out.push('$');
-                out.push_str(&i.to_string());
-            }
+            // Writing into a String cannot fail.
+            Backend::Postgres => _ = write!(out, "${i}"),
             Backend::Sqlite => out.push('?'),
         }
     }
-    out
 }
 
 /// The `VALUES` list of a multi-row insert: `rows` rows of `columns` parameters each,
@@ -209,7 +213,7 @@ fn value_rows(backend: Backend, rows: usize, columns: usize) -> String {
             out.push_str(", ");
         }
         out.push('(');
-        out.push_str(&placeholders(backend, 1 + n * columns, columns));
+        push_placeholders(&mut out, backend, 1 + n * columns, columns);
         out.push(')');
     }
     out
@@ -590,43 +594,52 @@ fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
 }
 
 /// The ids an outbox insert returned (`RETURNING id, message, kind, routing_key`), in the
-/// order of `outs`. RETURNING promises no order, so each row is found by its output: message,
-/// kind and routing key. A message has one output of each kind; were one repeated, its ids
-/// are handed out in ascending order, the order in which a multi-row insert numbers its rows.
+/// order of `outs`.
 fn ids_in_order(
     outs: &[(&str, &NewOutbound)],
     returned: &[AnyRow],
 ) -> Result<Vec<i64>, StoreError> {
-    let mut by_output: std::collections::HashMap<(String, String, String), Vec<i64>> =
-        std::collections::HashMap::with_capacity(returned.len());
-    for row in returned {
-        let key = (
-            row.try_get("message")?,
-            row.try_get("kind")?,
-            row.try_get("routing_key")?,
-        );
-        by_output.entry(key).or_default().push(row.try_get("id")?);
-    }
-    for ids in by_output.values_mut() {
-        // Largest last, so that pop() hands out the smallest first.
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-    }
-    outs.iter()
-        .map(|(message, out)| {
-            by_output
-                .get_mut(&(
-                    (*message).to_owned(),
-                    out.kind.clone(),
-                    out.routing_key.clone(),
-                ))
-                .and_then(Vec::pop)
-                .ok_or_else(|| {
-                    StoreError::Corrupt(
-                        "an outbox insert did not return one of its rows".to_owned(),
-                    )
-                })
+    let returned = returned
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64, _>("id")?,
+                row.try_get::<&str, _>("message")?,
+                row.try_get::<&str, _>("kind")?,
+                row.try_get::<&str, _>("routing_key")?,
+            ))
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let wanted: Vec<(&str, &str, &str)> = outs
+        .iter()
+        .map(|(message, out)| (*message, out.kind.as_str(), out.routing_key.as_str()))
+        .collect();
+    place_ids(&wanted, returned).ok_or_else(|| {
+        StoreError::Corrupt("an outbox insert did not return one of its rows".to_owned())
+    })
+}
+
+/// Each `wanted` output's id among the `returned` rows `(id, message, kind, routing_key)`;
+/// `None` if one has no row. RETURNING promises no order, so a row is matched by what names
+/// its output. A message has one output of each kind; were one repeated, its ids are handed
+/// out in ascending order, the order in which a multi-row insert numbers its rows. A chunk has
+/// at most a few dozen rows: a linear match, no keys copied.
+fn place_ids(
+    wanted: &[(&str, &str, &str)],
+    mut returned: Vec<(i64, &str, &str, &str)>,
+) -> Option<Vec<i64>> {
+    returned.sort_unstable_by_key(|row| row.0);
+    let mut ids: Vec<Option<i64>> = vec![None; wanted.len()];
+    for (id, message, kind, routing_key) in returned {
+        let place = wanted
+            .iter()
+            .zip(&ids)
+            .position(|(&output, taken)| taken.is_none() && output == (message, kind, routing_key));
+        if let Some(place) = place {
+            ids[place] = Some(id);
+        }
+    }
+    ids.into_iter().collect()
 }
 
 /// Outbox rows written already claimed, for the relay of the writing process.
@@ -1015,5 +1028,31 @@ mod tests {
         );
         assert_eq!(value_rows(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
         assert_eq!(placeholders(Backend::Postgres, 3, 2), "$3, $4");
+    }
+
+    #[test]
+    fn returned_ids_are_placed_by_output_whatever_their_order() {
+        let wanted = [
+            ("m1", "provider", "provider.1"),
+            ("m2", "provider", "provider.1"),
+            ("m1", "insurer", "payer.9"),
+            ("m1", "insurer", "payer.9"),
+        ];
+        // Out of order, two messages with the same kinds, one output repeated.
+        let returned = vec![
+            (14, "m1", "insurer", "payer.9"),
+            (12, "m2", "provider", "provider.1"),
+            (13, "m1", "insurer", "payer.9"),
+            (11, "m1", "provider", "provider.1"),
+        ];
+        assert_eq!(place_ids(&wanted, returned), Some(vec![11, 12, 13, 14]));
+        // A row that names no wanted output leaves that output without an id.
+        let returned = vec![
+            (11, "m1", "provider", "provider.1"),
+            (12, "m3", "provider", "provider.1"),
+            (13, "m1", "insurer", "payer.9"),
+            (14, "m1", "insurer", "payer.9"),
+        ];
+        assert_eq!(place_ids(&wanted, returned), None);
     }
 }
