@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sociogate::check::Verdict;
+use sociogate::config::AmqpConfig;
 use sociogate::decode::{DecodeError, Limits};
 use sociogate::intake::file;
 use sociogate::mappings::Mappings;
@@ -99,6 +100,10 @@ enum Command {
         /// (200 with --quick).
         #[arg(long = "rate")]
         rates: Vec<u32>,
+        /// Deliveries in flight per consumer, for `serve` (`amqp.prefetch`) and for the broker
+        /// baselines alike. Default: `serve`'s default.
+        #[arg(long)]
+        prefetch: Option<u16>,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
@@ -147,22 +152,24 @@ fn main() -> ExitCode {
         parts,
         store,
         rates,
+        prefetch,
     } = &cli.command
     {
-        let selection = sociogate::bench::Selection {
-            parts: parts.clone(),
-            store: *store,
-            rates: rates.clone(),
+        let opts = sociogate::bench::BenchOptions {
+            quick: *quick,
+            seed: *seed,
+            amqp_url: std::env::var("AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            postgres_url: Some(postgres.clone()).filter(|p| !p.is_empty()),
+            messages: messages.unwrap_or(if *quick { 2_000 } else { 20_000 }),
+            prefetch: prefetch.unwrap_or_else(|| AmqpConfig::default().prefetch),
+            selection: sociogate::bench::Selection {
+                parts: parts.clone(),
+                store: *store,
+                rates: rates.clone(),
+            },
         };
-        return match bench(
-            cli.mappings.clone(),
-            *quick,
-            *json,
-            *seed,
-            *messages,
-            postgres,
-            selection,
-        ) {
+        return match bench(cli.mappings.clone(), *json, &opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sociogate: {e:#}");
@@ -455,25 +462,12 @@ fn replay(
 
 fn bench(
     mappings: Option<PathBuf>,
-    quick: bool,
     json: bool,
-    seed: u64,
-    messages: Option<usize>,
-    postgres: &str,
-    selection: sociogate::bench::Selection,
+    opts: &sociogate::bench::BenchOptions,
 ) -> anyhow::Result<()> {
     let dir = mappings.unwrap_or_else(Mappings::default_dir);
     let engine = Engine::load(&dir, Limits::default())?;
-    let opts = sociogate::bench::BenchOptions {
-        quick,
-        seed,
-        amqp_url: std::env::var("AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
-        postgres_url: Some(postgres.to_owned()).filter(|p| !p.is_empty()),
-        messages: messages.unwrap_or(if quick { 2_000 } else { 20_000 }),
-        selection,
-    };
-    let report = runtime()?.block_on(sociogate::bench::run(&engine, &opts));
+    let report = runtime()?.block_on(sociogate::bench::run(&engine, opts));
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

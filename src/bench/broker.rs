@@ -27,9 +27,11 @@ pub struct EndToEndRow {
     pub gateway_msgs_per_s: f64,
     /// Baseline: messages per second through two plain relay hops.
     pub baseline_msgs_per_s: f64,
-    /// gateway / baseline.
+    /// gateway / baseline of the round with the median ratio (the rates above are that round's).
     pub ratio: f64,
-    /// Peak RSS of `serve` in MB.
+    /// gateway / baseline of every round, in the order they ran.
+    pub round_ratios: Vec<f64>,
+    /// Peak RSS of `serve` in MB (the highest of the rounds).
     pub peak_rss_mb: f64,
 }
 
@@ -124,8 +126,8 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Starts `serve` on `database_url`.
-pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway> {
+/// Starts `serve` on `database_url`, consuming with `prefetch` deliveries in flight.
+pub fn start_gateway(amqp_url: &str, database_url: &str, prefetch: u16) -> BenchResult<Gateway> {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let exe = std::env::current_exe()?;
     let n = |what: &str| format!("bench.{suffix}.{what}");
@@ -140,6 +142,7 @@ pub fn start_gateway(amqp_url: &str, database_url: &str) -> BenchResult<Gateway>
         .env("SOCIOGATE_AMQP__REJECTED_EXCHANGE", n("rejected"))
         .env("SOCIOGATE_AMQP__DEAD_LETTER_QUEUE", n("dead-letter"))
         .env("SOCIOGATE_AMQP__PUBLISH_CANONICAL", "false")
+        .env("SOCIOGATE_AMQP__PREFETCH", prefetch.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -324,8 +327,8 @@ struct Running {
 }
 
 impl Running {
-    async fn start(amqp_url: &str, database_url: &str) -> BenchResult<Running> {
-        let gw = start_gateway(amqp_url, database_url)?;
+    async fn start(amqp_url: &str, database_url: &str, prefetch: u16) -> BenchResult<Running> {
+        let gw = start_gateway(amqp_url, database_url, prefetch)?;
         wait_ready(&gw, amqp_url).await?;
         let (conn, channel) = connect(amqp_url).await?;
         let queue = collector(&channel, &gw).await?;
@@ -348,8 +351,9 @@ pub async fn gateway_throughput(
     database_url: &str,
     store: &str,
     messages: &[Vec<u8>],
+    prefetch: u16,
 ) -> BenchResult<(f64, f64)> {
-    let run = Running::start(amqp_url, database_url).await?;
+    let run = Running::start(amqp_url, database_url, prefetch).await?;
     let started = Instant::now();
     publish_all(&run.channel, &run.gw.inbound(), messages, |i| {
         format!("{store}-tp-{i}")
@@ -649,8 +653,9 @@ pub async fn latency(
     store: &str,
     messages: &[Vec<u8>],
     rate: u32,
+    prefetch: u16,
 ) -> BenchResult<LatencyRow> {
-    let run = Running::start(amqp_url, database_url).await?;
+    let run = Running::start(amqp_url, database_url, prefetch).await?;
     let scheduled = send_open_loop(&run.channel, &run.gw.inbound(), messages, rate, |i| {
         format!("{store}-lat-{rate}-{i}")
     })
