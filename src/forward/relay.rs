@@ -347,6 +347,7 @@ pub async fn run(
                     }
                     limit = next_batch_size(&cfg, n, bytes);
                 }
+                close_channel(ch).await;
             }
             return;
         }
@@ -430,6 +431,15 @@ async fn next_handed(receiver: Option<&mut mpsc::UnboundedReceiver<Handed>>) -> 
     match receiver {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Closes `channel` and waits for the broker's answer. Dropping the last handle would close it
+/// too, but without waiting: the connection's close that follows then finds the channel still
+/// closing, and lapin logs that as an error on every clean shutdown.
+pub(crate) async fn close_channel(channel: &Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "shutting down".into()).await;
     }
 }
 

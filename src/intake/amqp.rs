@@ -242,5 +242,6 @@ pub async fn run(
         .await;
     tracker.close();
     tracker.wait().await;
+    crate::forward::relay::close_channel(&channel).await;
     result
 }
