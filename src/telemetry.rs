@@ -50,10 +50,12 @@ pub fn processed(channel: &'static str, verdict: Verdict, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// One group commit of `messages` referrals succeeded (their ratio is the mean batch size).
-pub fn committed(messages: usize) {
+/// One group commit of `messages` referrals succeeded (their ratio is the mean batch size) and
+/// took `took` from its transaction's start to the commit's answer.
+pub fn committed(messages: usize, took: Duration) {
     counter!("sociogate_store_commits_total").increment(1);
     counter!("sociogate_store_committed_messages_total").increment(messages as u64);
+    histogram!("sociogate_store_commit_seconds").record(took.as_secs_f64());
 }
 
 /// A group commit failed and its messages were written one by one.

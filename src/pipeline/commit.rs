@@ -174,6 +174,7 @@ impl Writer {
     /// memory in batch order, each seeing the claims of the ones before it, then one insert each
     /// for messages, ledger claims and outbox rows.
     async fn write_together(&self, batch: &mut [Pending]) -> Result<Vec<Written>, StoreError> {
+        let started = Instant::now();
         let mut tx = self.store.begin().await?;
         let mut patients: Vec<&str> = batch
             .iter()
@@ -284,7 +285,7 @@ impl Writer {
             }
         };
         tx.commit().await?;
-        telemetry::committed(batch.len());
+        telemetry::committed(batch.len(), started.elapsed());
         if let Some(reservation) = reservation {
             let handed = rows
                 .into_iter()
