@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::read;
 use common::service::{
-    Client, DatabaseCleanup, config, kvnr, pg_database, raw_message, referral_for, sqlite_database,
-    unique,
+    Client, DatabaseCleanup, config, http_only_gateway, kvnr, pg_database, raw_message,
+    referral_for, sqlite_database, unique,
 };
 use serde_json::Value;
 use sociogate::app;
@@ -461,13 +461,8 @@ async fn two_gateways_over_postgres_never_exceed_the_120_hour_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_intake_answers_with_verdicts_and_fhir_response_bundles() {
-    let mut cfg = config(&sqlite_database());
-    cfg.amqp.url = String::new(); // HTTP only
-    let _cleanup = DatabaseCleanup(cfg.clone());
-    let running = app::start(cfg.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let base = format!("http://{}", running.http_addr);
+    let gateway = http_only_gateway().await;
+    let (cfg, base) = (&gateway.config, &gateway.base);
     let http = reqwest::Client::new();
     let post = |path: &str, body: Vec<u8>, ct: &str, key: Option<&str>| {
         let mut req = http
@@ -566,7 +561,7 @@ async fn http_intake_answers_with_verdicts_and_fhir_response_bundles() {
         200,
         "AMQP disabled: ready needs only the store"
     );
-    running.shutdown().await;
+    gateway.running.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,7 @@
 mod common;
 
 use common::read;
-use common::service::{DatabaseCleanup, config, sqlite_database, unique};
-use sociogate::app;
+use common::service::{http_only_gateway, unique};
 
 /// The value of the first sample named `name` (without labels or with them) whose line holds
 /// every one of `labels`, e.g. `verdict="accepted"`.
@@ -20,13 +19,8 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_verdicts_and_group_commits_with_their_duration() {
-    let mut cfg = config(&sqlite_database());
-    cfg.amqp.url = String::new(); // HTTP only
-    let _cleanup = DatabaseCleanup(cfg.clone());
-    let running = app::start(cfg.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let base = format!("http://{}", running.http_addr);
+    let gateway = http_only_gateway().await;
+    let base = &gateway.base;
     let http = reqwest::Client::new();
     for (example, status) in [
         ("examples/de-first-prescription-message.json", 200),
@@ -85,5 +79,5 @@ async fn metrics_count_verdicts_and_group_commits_with_their_duration() {
         ),
         Some(2.0)
     );
-    running.shutdown().await;
+    gateway.running.shutdown().await;
 }

@@ -369,6 +369,34 @@ impl Drop for Client {
     }
 }
 
+/// A gateway serving HTTP only (no broker) on a SQLite file of its own, removed when this is
+/// dropped.
+pub struct HttpGateway {
+    /// The gateway; shut it down at the end of the test.
+    pub running: sociogate::app::Running,
+    /// Its configuration.
+    pub config: Config,
+    /// `http://` and its address.
+    pub base: String,
+    _cleanup: DatabaseCleanup,
+}
+
+/// Starts a [`HttpGateway`].
+pub async fn http_only_gateway() -> HttpGateway {
+    let mut config = config(&sqlite_database());
+    config.amqp.url = String::new();
+    let cleanup = DatabaseCleanup(config.clone());
+    let running = sociogate::app::start(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    HttpGateway {
+        base: format!("http://{}", running.http_addr),
+        running,
+        config,
+        _cleanup: cleanup,
+    }
+}
+
 /// Drops a test's database (PostgreSQL) or file (SQLite) when it goes out of scope, for tests
 /// that use the store without a broker [`Client`].
 pub struct DatabaseCleanup(pub Config);
