@@ -434,12 +434,17 @@ async fn next_handed(receiver: Option<&mut mpsc::UnboundedReceiver<Handed>>) -> 
     }
 }
 
-/// Closes `channel` and waits for the broker's answer. Dropping the last handle would close it
-/// too, but without waiting: the connection's close that follows then finds the channel still
-/// closing, and lapin logs that as an error on every clean shutdown.
+/// Closes `channel` and waits for the broker's answer (at most five seconds: a broker that does
+/// not answer must not hold up the shutdown). Dropping the last handle would close it too, but
+/// without waiting: the connection's close that follows then finds the channel still closing,
+/// and lapin logs that as an error on every clean shutdown.
 pub(crate) async fn close_channel(channel: &Channel) {
     if channel.status().connected() {
-        let _ = channel.close(200, "shutting down".into()).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            channel.close(200, "shutting down".into()),
+        )
+        .await;
     }
 }
 
