@@ -101,8 +101,8 @@ enum Command {
         #[arg(long = "rate")]
         rates: Vec<u32>,
         /// Deliveries in flight per consumer, for `serve` (`amqp.prefetch`) and for the broker
-        /// baselines alike. Default: `serve`'s default.
-        #[arg(long)]
+        /// baselines alike, at least 1. Default: `serve`'s default.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         prefetch: Option<u16>,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
