@@ -155,14 +155,14 @@ fn main() -> ExitCode {
         prefetch,
     } = &cli.command
     {
+        let amqp = AmqpConfig::default();
         let opts = sociogate::bench::BenchOptions {
             quick: *quick,
             seed: *seed,
-            amqp_url: std::env::var("AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            amqp_url: std::env::var("AMQP_URL").unwrap_or(amqp.url),
             postgres_url: Some(postgres.clone()).filter(|p| !p.is_empty()),
             messages: messages.unwrap_or(if *quick { 2_000 } else { 20_000 }),
-            prefetch: prefetch.unwrap_or_else(|| AmqpConfig::default().prefetch),
+            prefetch: prefetch.unwrap_or(amqp.prefetch),
             selection: sociogate::bench::Selection {
                 parts: parts.clone(),
                 store: *store,

@@ -424,6 +424,12 @@ struct Round {
     rss: f64,
 }
 
+impl Round {
+    fn ratio(&self) -> f64 {
+        self.gateway / self.baseline
+    }
+}
+
 /// The row of the round with the median ratio (the upper one of an even count), every round's
 /// ratio in the order they ran, and the highest RSS of them all; none without rounds.
 fn median_round(
@@ -431,16 +437,16 @@ fn median_round(
     messages: usize,
     mut rounds: Vec<Round>,
 ) -> Option<broker::EndToEndRow> {
-    let round_ratios: Vec<f64> = rounds.iter().map(|r| r.gateway / r.baseline).collect();
+    let round_ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
     let peak_rss_mb = rounds.iter().map(|r| r.rss).fold(0.0, f64::max);
-    rounds.sort_by(|a, b| (a.gateway / a.baseline).total_cmp(&(b.gateway / b.baseline)));
+    rounds.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
     let median = rounds.get(rounds.len() / 2)?;
     Some(broker::EndToEndRow {
         store: store.to_owned(),
         messages,
         gateway_msgs_per_s: median.gateway,
         baseline_msgs_per_s: median.baseline,
-        ratio: median.gateway / median.baseline,
+        ratio: median.ratio(),
         round_ratios,
         peak_rss_mb,
     })
@@ -514,7 +520,7 @@ pub fn table(report: &Report) -> String {
         let high = r.round_ratios.iter().copied().fold(0.0, f64::max);
         let rounds = format!("{}: {low:.2}-{high:.2}", r.round_ratios.len());
         out.push_str(&format!(
-            "{:<10} {:>8}  {:>13.0}  {:>14.0}  {:>5.2}  {:<11}  {:>11.1}\n",
+            "{:<10} {:>8}  {:>13.0}  {:>14.0}  {:>5.2}  {:<12} {:>11.1}\n",
             r.store,
             r.messages,
             r.gateway_msgs_per_s,
