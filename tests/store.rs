@@ -236,3 +236,113 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+/// The ledger read of a group commit finds its patients' claims through the index, however
+/// the table has grown and whether or not PostgreSQL has statistics of it. Read with
+/// `patient_key IN (..)`, both failed: a connection keeps a prepared statement's generic
+/// plan, and one made on a small table is a sequential scan; and without statistics the
+/// planner takes 64 keys for a third of the table and scans it even when planning afresh. The
+/// benchmark's first 60,000 referrals read 20 million ledger rows that way, with autovacuum
+/// off (as on this machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_read_uses_its_index_after_the_table_grew() {
+    use sqlx::Connection as _;
+    const SMALL: i64 = 200;
+    const GROWN: i64 = 20_000;
+    let url = pg_database().await;
+    let _cleanup = DatabaseCleanup(config(&url));
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Claims of patients `first..=last` (autovacuum, where it runs, would gather statistics
+    // only later).
+    async fn claims(admin: &mut sqlx::PgConnection, first: i64, last: i64) {
+        for sql in [
+            "INSERT INTO patients (patient_key) SELECT 'p' || g FROM generate_series($1, $2) g",
+            "INSERT INTO messages (id, idempotency_key, channel, received_at, updated_at, \
+             headers, sha256, body, status) SELECT 'm' || g, 'k' || g, 'test', 'x', 'x', '{}', \
+             'x', '\\x00', 'accepted' FROM generate_series($1, $2) g",
+            "INSERT INTO ledger (patient_key, message, start_date, minutes, trial_units) \
+             SELECT 'p' || g, 'm' || g, '2026-01-05', 60 + g % 2, 0 FROM generate_series($1, $2) g",
+        ] {
+            sqlx::query(sql)
+                .bind(first)
+                .bind(last)
+                .execute(&mut *admin)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    // Sixty-four patients' claims read through the store, as a full group commit reads them
+    // (odd patients claimed 61 minutes, even ones 60).
+    async fn read_many(store: &Store) {
+        let keys: Vec<String> = (1..=64).map(|n| format!("p{n}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+        let entries = tx
+            .ledger_entries(&keys)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut found: Vec<(String, u64)> = entries
+            .into_iter()
+            .map(|e| (e.patient_key, e.minutes))
+            .collect();
+        found.sort();
+        let mut expected: Vec<(String, u64)> =
+            (1..=64u64).map(|n| (format!("p{n}"), 60 + n % 2)).collect();
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+    claims(&mut admin, 1, SMALL).await;
+    // While the ledger is small, the read more often than PostgreSQL's five custom plans.
+    for _ in 0..12 {
+        read_many(&store).await;
+    }
+    claims(&mut admin, SMALL + 1, GROWN).await;
+    for _ in 0..10 {
+        read_many(&store).await;
+    }
+    // A backend hands its table statistics over when it ends: close the store, wait until its
+    // connections are gone, then read how many ledger rows sequential scans went through.
+    store.close().await;
+    let mut seq_rows = None;
+    for _ in 0..50 {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        if others == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sqlx::query("SELECT pg_stat_clear_snapshot()")
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            seq_rows = Some(
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(seq_tup_read, 0) FROM pg_stat_user_tables \
+                     WHERE relname = 'ledger'",
+                )
+                .fetch_one(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seq_rows = seq_rows.unwrap_or_else(|| panic!("the store's connections did not end"));
+    // The twelve reads of the small table may scan it (12 x 200 rows); one scan of the grown
+    // table would be 20,000.
+    assert!(
+        seq_rows < GROWN,
+        "twenty-two reads of 64 patients went through {seq_rows} ledger rows sequentially"
+    );
+    admin.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
