@@ -830,6 +830,10 @@ impl Tx {
     /// (BENCHMARKS.md). Here each key is looked up on its own (`LATERAL`, kept apart from the
     /// outer query by `OFFSET 0`), where the index is the cheaper plan at any guess.
     async fn ledger_rows_by_index(&mut self, keys: &[&str]) -> Result<Vec<AnyRow>, StoreError> {
+        // A key given twice would be joined twice (`IN` matched it once).
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
         let mut rows = Vec::new();
         for chunk in keys.chunks(IDS_PER_STATEMENT) {
             let sql = format!(
