@@ -24,8 +24,19 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
 
 /// Initialises `tracing` for the service: JSON lines when `json` is set, else human-readable.
 pub fn init_logs(json: bool) {
+    install_logs("info,sqlx=warn,lapin=warn", json);
+}
+
+/// Initialises `tracing` for the one-shot commands (`check`, `bench`, ...): warnings and errors
+/// only, unless `RUST_LOG` says otherwise.
+pub fn init_command_logs() {
+    install_logs("warn", false);
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`.
+fn install_logs(default_filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Colour codes only on a terminal: in a log file or the journal they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

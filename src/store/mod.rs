@@ -219,6 +219,25 @@ fn value_rows(backend: Backend, rows: usize, columns: usize) -> String {
     out
 }
 
+/// PostgreSQL's read of the ledger rows of `n` patients, through the patient index whatever
+/// the table's statistics say.
+///
+/// `patient_key IN (..)` left the choice to the planner, and without statistics (a new
+/// database; autovacuum off, as on the benchmark machine, or not yet run) it guesses that each
+/// key matches 0.5 % of the rows: for a group commit of 40 patients a fifth of the table, so it
+/// scanned the whole ledger on every commit, more rows with every referral (BENCHMARKS.md).
+/// Here each key is looked up on its own (`LATERAL`, kept apart from the outer query by
+/// `OFFSET 0`), where the index is the cheaper plan at any guess.
+fn ledger_lookup_per_key(n: usize) -> String {
+    format!(
+        "SELECT l.patient_key, l.start_date, l.minutes, l.trial_units \
+         FROM (VALUES {}) AS k (patient_key) CROSS JOIN LATERAL \
+         (SELECT patient_key, start_date, minutes, trial_units FROM ledger \
+          WHERE ledger.patient_key = k.patient_key OFFSET 0) AS l",
+        value_rows(Backend::Postgres, n, 1)
+    )
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -730,11 +749,24 @@ impl Tx {
     /// The rows of `select` (a query ending in `... IN`) for every one of `keys`, one
     /// statement per chunk of keys.
     async fn fetch_in(&mut self, select: &str, keys: &[&str]) -> Result<Vec<AnyRow>, StoreError> {
+        let backend = self.backend;
+        self.fetch_by_keys(keys, |n| {
+            format!("{select} ({})", placeholders(backend, 1, n))
+        })
+        .await
+    }
+
+    /// The rows of `statement(n)` (a statement with `n` placeholders, bound to `n` keys) for
+    /// every one of `keys`, one statement per chunk of keys.
+    async fn fetch_by_keys(
+        &mut self,
+        keys: &[&str],
+        statement: impl Fn(usize) -> String,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         let mut rows = Vec::new();
         for chunk in keys.chunks(IDS_PER_STATEMENT) {
-            let sql = format!("{select} ({})", placeholders(self.backend, 1, chunk.len()));
             // Only placeholders are formatted into the text; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement(chunk.len())));
             for key in chunk {
                 query = query.bind(*key);
             }
@@ -803,7 +835,13 @@ impl Tx {
                 )
                 .await?
             }
-            Backend::Postgres => self.ledger_rows_by_index(keys).await?,
+            Backend::Postgres => {
+                // A key given twice would be joined twice (`IN` matched it once).
+                let mut keys = keys.to_vec();
+                keys.sort_unstable();
+                keys.dedup();
+                self.fetch_by_keys(&keys, ledger_lookup_per_key).await?
+            }
         };
         let mut entries = Vec::with_capacity(rows.len());
         for r in rows {
@@ -818,39 +856,6 @@ impl Tx {
             });
         }
         Ok(entries)
-    }
-
-    /// The ledger rows of `keys` on PostgreSQL, read through the patient index whatever the
-    /// table's statistics say.
-    ///
-    /// `patient_key IN (..)` left the choice to the planner, and without statistics (a new
-    /// database; autovacuum off, as on the benchmark machine, or not yet run) it guesses that
-    /// each key matches 0.5 % of the rows: for a group commit of 40 patients a fifth of the
-    /// table, so it scanned the whole ledger on every commit, more rows with every referral
-    /// (BENCHMARKS.md). Here each key is looked up on its own (`LATERAL`, kept apart from the
-    /// outer query by `OFFSET 0`), where the index is the cheaper plan at any guess.
-    async fn ledger_rows_by_index(&mut self, keys: &[&str]) -> Result<Vec<AnyRow>, StoreError> {
-        // A key given twice would be joined twice (`IN` matched it once).
-        let mut keys = keys.to_vec();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut rows = Vec::new();
-        for chunk in keys.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT l.patient_key, l.start_date, l.minutes, l.trial_units \
-                 FROM (VALUES {}) AS k (patient_key) CROSS JOIN LATERAL \
-                 (SELECT patient_key, start_date, minutes, trial_units FROM ledger \
-                  WHERE ledger.patient_key = k.patient_key OFFSET 0) AS l",
-                value_rows(self.backend, chunk.len(), 1)
-            );
-            // Only placeholders are formatted into the text; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            rows.extend(query.fetch_all(&mut *self.tx).await?);
-        }
-        Ok(rows)
     }
 
     /// Stores several finished messages, one statement per chunk. Returns how many rows were
