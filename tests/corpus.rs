@@ -275,6 +275,79 @@ fn every_corpus_bundle_decodes_alike_by_the_bundle_fast_path_and_by_the_resource
     );
 }
 
+/// FHIR XML Bundles are read entry by entry too (from the JSON shape decode builds): the
+/// typed result must equal what the `Resource` enum makes of the same shape, the shape must
+/// come back unchanged, and forwarding must take the same entries (fullUrl, type, text) from
+/// the entries written alone as from the whole Bundle written and read back.
+#[test]
+fn every_corpus_xml_bundle_decodes_and_forwards_alike_by_the_fast_path_and_by_the_enum() {
+    use fhir_sdk::r4b::resources::Resource;
+    use serde::Deserialize as _;
+    use sociogate::decode::fhir_xml;
+    use sociogate::forward::fhir::{forwarded_entries, written_shape};
+    let limits = sociogate::decode::Limits::default();
+    let wide = sociogate::decode::Limits {
+        max_bytes: usize::MAX,
+        max_depth: 256,
+    };
+    let (mut bundles, mut decoded) = (0, 0);
+    for path in all_files(&corpus())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+    {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let Ok(shape) = fhir_xml::to_json_value(&bytes, &limits) else {
+            continue;
+        };
+        if shape["resourceType"] != "Bundle" {
+            continue;
+        }
+        bundles += 1;
+        // What decode did before the fast path: the enum over the shape, else the JSON path
+        // over the shape written out.
+        let by_enum = Resource::deserialize(&shape).ok().or_else(|| {
+            let written = serde_json::to_vec(&shape).unwrap_or_default();
+            sociogate::decode::fhir_json::decode(&written, &wide).ok()
+        });
+        let fast = fhir_xml::decode(&bytes, &limits).ok();
+        if let Some((_, kept)) = &fast {
+            decoded += 1;
+            assert_eq!(kept, &shape, "{}: the shape changed", path.display());
+        }
+        assert_eq!(
+            fast.map(|(resource, _)| resource),
+            by_enum,
+            "{}",
+            path.display()
+        );
+
+        let summary = |entries: &[sociogate::forward::fhir::Forwarded<'_>]| {
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.full_url.clone(),
+                        e.resource_type.clone(),
+                        e.json.to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let Some((written, spans)) = written_shape(&shape) else {
+            panic!("{}: the shape cannot be written", path.display());
+        };
+        let whole = serde_json::to_vec(&shape).unwrap_or_default();
+        assert_eq!(
+            summary(&forwarded_entries("gw", &written, None, spans.as_deref())),
+            summary(&forwarded_entries("gw", &whole, None, None)),
+            "{}",
+            path.display()
+        );
+    }
+    assert!(bundles > 20, "the corpus has many XML Bundles: {bundles}");
+    assert!(decoded > bundles / 2, "{decoded} of {bundles} decoded");
+}
+
 /// Forwarding copies a Bundle's resources from where decode found them; that must give the
 /// same entries (fullUrl, type, text) as reading the body again, on every corpus Bundle, with
 /// and without a byte order mark in front.

@@ -183,16 +183,6 @@ fn bundle_by_entries(bytes: &[u8]) -> Option<(fhir_sdk::r4b::resources::Bundle, 
 /// the enum; with its `resourceType`. A resource without a `resourceType` string is an error
 /// here (the general path then says why).
 fn typed_resource(text: &str) -> Result<(Resource, &str), serde_json::Error> {
-    use fhir_sdk::r4b::resources as r;
-    /// Reads `$text` as the named types, else through the enum.
-    macro_rules! direct {
-        ($name:expr, $text:expr, $($ty:ident),+) => {
-            match $name {
-                $(stringify!($ty) => serde_json::from_str::<r::$ty>($text).map(Resource::from),)+
-                _ => serde_json::from_str::<Resource>($text),
-            }
-        };
-    }
     // Writers put `resourceType` first; where one did not, the scan finds it.
     let scanned;
     let name = match leading_resource_type(text) {
@@ -211,15 +201,40 @@ fn typed_resource(text: &str) -> Result<(Resource, &str), serde_json::Error> {
         }
     };
     // A large attachment is checked where it lies instead of copied and decoded by the model.
-    if matches!(name, "DocumentReference" | "Binary")
-        && text.len() >= ATTACHMENT_CHECK_MIN
-        && let Some(lighter) = without_checked_attachments(text)
-    {
-        return direct!(name, &lighter, DocumentReference, Binary).map(|r| (r, name));
+    let lighter =
+        if matches!(name, "DocumentReference" | "Binary") && text.len() >= ATTACHMENT_CHECK_MIN {
+            without_checked_attachments(text)
+        } else {
+            None
+        };
+    let text = lighter.as_deref().unwrap_or(text);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let resource = resource_of_type(name, &mut de)?;
+    de.end()?;
+    Ok((resource, name))
+}
+
+/// Reads one resource whose `resourceType` is `name`: straight into its concrete type when it
+/// is one of the usual ones, else through the enum. The enum is internally tagged, so serde
+/// buffers the whole resource into its private `Content` tree before it can pick the variant
+/// and then reads that copy; the concrete type reads the input once. Used by the JSON and the
+/// XML path (which reads from the JSON shape it built).
+pub(crate) fn resource_of_type<'de, D>(name: &str, de: D) -> Result<Resource, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use fhir_sdk::r4b::resources as r;
+    use serde::Deserialize as _;
+    /// Reads `de` as the named types, else through the enum.
+    macro_rules! by_name {
+        ($($ty:ident),+) => {
+            match name {
+                $(stringify!($ty) => r::$ty::deserialize(de).map(Resource::from),)+
+                _ => Resource::deserialize(de),
+            }
+        };
     }
-    direct!(
-        name,
-        text,
+    by_name!(
         Patient,
         Practitioner,
         PractitionerRole,
@@ -245,7 +260,6 @@ fn typed_resource(text: &str) -> Result<(Resource, &str), serde_json::Error> {
         OperationOutcome,
         Binary
     )
-    .map(|r| (r, name))
 }
 
 /// Resources at least this large have their attachments checked in place.

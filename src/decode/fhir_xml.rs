@@ -14,9 +14,10 @@
 //! - the XHTML `div` of a narrative is kept as a string, serialised with its namespace;
 //! - choice elements (`valueQuantity`) carry their JSON name already.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
+
+use foldhash::{HashMap, HashMapExt};
 
 use fhir_sdk::r4b::resources::Resource;
 use serde::Deserialize;
@@ -240,8 +241,8 @@ impl<'m> Ctx<'m> {
 /// (what forwarding passes on: the typed model drops what it does not know).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Resource, Value), DecodeError> {
     let text = xml::to_utf8(bytes)?;
-    let value = to_json(&text, limits)?;
-    let resource = typed(&value, limits)?;
+    let mut value = to_json(&text, limits)?;
+    let resource = typed(&mut value, limits)?;
     Ok((resource, value))
 }
 
@@ -254,8 +255,11 @@ pub fn to_json_value(bytes: &[u8], limits: &Limits) -> Result<Value, DecodeError
 
 /// The typed parse of the JSON path. On failure the JSON path's classification explains why
 /// (FHIR version, R4-only types, the field fhir-sdk rejected); it runs on the error path only.
-fn typed(value: &Value, limits: &Limits) -> Result<Resource, DecodeError> {
-    match Resource::deserialize(value) {
+fn typed(value: &mut Value, limits: &Limits) -> Result<Resource, DecodeError> {
+    if let Some(bundle) = bundle_by_entries(value) {
+        return Ok(bundle);
+    }
+    match Resource::deserialize(&*value) {
         Ok(resource) => Ok(resource),
         Err(_) => {
             let bytes =
@@ -268,6 +272,55 @@ fn typed(value: &Value, limits: &Limits) -> Result<Resource, DecodeError> {
             fhir_json::decode(&bytes, &json_limits)
         }
     }
+}
+
+/// A Bundle read as the JSON path reads one: the Bundle with its entries' resources left out,
+/// then each resource straight into its type, which spares serde's buffering of the
+/// `Resource` enum for every entry. `value` is the same afterwards. `None` when anything is
+/// unusual: the caller then takes the general path, which decides and explains.
+fn bundle_by_entries(value: &mut Value) -> Option<Resource> {
+    if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return None;
+    }
+    // Each resource is taken out of its entry (leaving `null` in its place, which the Bundle
+    // reads as no resource) and put back below, whatever the outcome.
+    let taken: Vec<Option<Value>> = value
+        .get_mut("entry")?
+        .as_array_mut()?
+        .iter_mut()
+        .map(|entry| entry.get_mut("resource").map(Value::take))
+        .collect();
+    let read = (|| {
+        let mut resources = Vec::with_capacity(taken.len());
+        for resource in &taken {
+            resources.push(match resource {
+                Some(Value::Null) | None => None,
+                Some(resource) => {
+                    let name = resource.get("resourceType")?.as_str()?;
+                    Some(fhir_json::resource_of_type(name, resource).ok()?)
+                }
+            });
+        }
+        let mut bundle = fhir_sdk::r4b::resources::Bundle::deserialize(&*value).ok()?;
+        if bundle.entry.len() != resources.len() {
+            return None;
+        }
+        for (entry, resource) in bundle.entry.iter_mut().zip(resources) {
+            match (entry, resource) {
+                (Some(entry), resource) => entry.resource = resource,
+                (None, None) => {}
+                (None, Some(_)) => return None,
+            }
+        }
+        Some(Resource::Bundle(bundle))
+    })();
+    let entries = value.get_mut("entry").and_then(Value::as_array_mut);
+    for (entry, resource) in entries.into_iter().flatten().zip(taken) {
+        if let (Some(slot), Some(resource)) = (entry.get_mut("resource"), resource) {
+            *slot = resource;
+        }
+    }
+    read
 }
 
 /// Why a resource type is not read: the JSON path's classification of `{"resourceType": name}`

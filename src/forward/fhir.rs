@@ -71,6 +71,40 @@ struct RawEntry<'a> {
     resource: Option<&'a RawValue>,
 }
 
+/// A FHIR XML payload's JSON shape written out for [`forwarded_entries`]. For a Bundle, only
+/// its entries' resources are written, one after another, with where each lies (the buffer is
+/// not one JSON document; the spans are what forwarding reads), which spares writing the whole
+/// Bundle and reading it back. Any other resource is written whole, without spans. `None` if
+/// the shape cannot be written.
+pub fn written_shape(json: &Value) -> Option<(Vec<u8>, Option<Vec<EntrySpan>>)> {
+    if json.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return serde_json::to_vec(json).ok().map(|bytes| (bytes, None));
+    }
+    let mut buf = Vec::new();
+    let mut spans = Vec::new();
+    let entries = json.get("entry").and_then(Value::as_array);
+    for (index, entry) in entries.into_iter().flatten().enumerate() {
+        let Some(resource) = entry.get("resource") else {
+            continue;
+        };
+        let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+            continue;
+        };
+        let start = buf.len();
+        serde_json::to_writer(&mut buf, resource).ok()?;
+        spans.push(EntrySpan {
+            index,
+            full_url: entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            resource_type: resource_type.to_owned(),
+            resource: start..buf.len(),
+        });
+    }
+    Some((buf, Some(spans)))
+}
+
 /// The inbound resources worth forwarding. With `redaction`, the resources it names are
 /// parsed, stripped and written again; all others stay byte for byte. `spans` are where decode
 /// found a Bundle's resources in `body` (then `body` is not parsed again); without them the
@@ -706,5 +740,56 @@ mod tests {
         );
         assert_eq!(nulls(&bundle), 0);
         Ok(())
+    }
+
+    /// What forwarding takes from a FHIR XML payload's JSON shape: the same resources, the
+    /// same fullUrls (generated where the sender gave none) and the same text, whether the
+    /// entries are written alone with their spans or the whole Bundle is written and read back.
+    #[test]
+    fn the_written_entries_of_a_json_shape_forward_as_the_whole_bundle_does() {
+        let shape = json!({
+            "resourceType": "Bundle",
+            "type": "message",
+            "entry": [
+                {"fullUrl": "urn:uuid:mh", "resource": {"resourceType": "MessageHeader", "id": "mh"}},
+                {"resource": {"resourceType": "ServiceRequest", "status": "active", "note": [{"text": "a \"quoted\" é"}]}},
+                {"fullUrl": "urn:uuid:none"},
+                {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "birthDate": "1970-01-01", "unknown": [1.5, null]}},
+                {"fullUrl": "urn:uuid:x", "resource": {"id": "no-type"}},
+                {"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition", "id": "c"}}
+            ]
+        });
+        let Some((written, spans)) = written_shape(&shape) else {
+            panic!("a Bundle's shape is written");
+        };
+        let whole = serde_json::to_vec(&shape).unwrap_or_default();
+        let by_spans = forwarded_entries("gw", &written, None, spans.as_deref());
+        let by_reading = forwarded_entries("gw", &whole, None, None);
+        let summary = |entries: &[Forwarded<'_>]| {
+            entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.full_url.clone(),
+                        e.resource_type.clone(),
+                        e.json.to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(&by_spans), summary(&by_reading));
+        let types: Vec<_> = by_spans.iter().map(|e| e.resource_type.as_str()).collect();
+        assert_eq!(types, ["ServiceRequest", "Patient", "Condition"]);
+        assert!(by_spans[0].full_url.starts_with("urn:uuid:"));
+        assert_eq!(by_spans[1].full_url, "urn:uuid:p");
+        assert!(by_spans[1].json.contains(r#""unknown":[1.5,null]"#));
+
+        // Anything but a Bundle is written whole, for the reader to take apart.
+        let lone = json!({"resourceType": "ServiceRequest", "status": "active"});
+        let Some((written, spans)) = written_shape(&lone) else {
+            panic!("a resource's shape is written");
+        };
+        assert!(spans.is_none());
+        assert_eq!(written, serde_json::to_vec(&lone).unwrap_or_default());
     }
 }

@@ -82,10 +82,7 @@ pub fn plan(
             let referral = referral.as_ref();
             // FHIR XML is forwarded in its FHIR JSON shape (before the typed parse, which
             // drops what the model does not know); CDA has no FHIR of its own.
-            let converted = processed
-                .fhir_json
-                .as_deref()
-                .and_then(|json| serde_json::to_vec(json).ok());
+            let converted = processed.fhir_json.as_deref().and_then(fhir::written_shape);
             let from_canonical = |content_type: &str| {
                 canonical::canonical_entries(
                     origin.gateway_id,
@@ -101,9 +98,12 @@ pub fn plan(
                 // (a `Processed` built elsewhere), the provider still gets the referral, built
                 // from the canonical model.
                 (Some(Format::FhirXml), None) => from_canonical(FHIR_XML),
-                (_, Some(converted)) => {
-                    fhir::forwarded_entries(origin.gateway_id, converted, redaction, None)
-                }
+                (_, Some((converted, spans))) => fhir::forwarded_entries(
+                    origin.gateway_id,
+                    converted,
+                    redaction,
+                    spans.as_deref(),
+                ),
                 _ => fhir::forwarded_entries(
                     origin.gateway_id,
                     origin.body,
