@@ -262,8 +262,9 @@ where
     )
 }
 
-/// Resources at least this large have their attachments checked in place.
-const ATTACHMENT_CHECK_MIN: usize = 16 * 1024;
+/// Resources (and attachment texts) at least this large have their attachments checked in
+/// place.
+pub(crate) const ATTACHMENT_CHECK_MIN: usize = 16 * 1024;
 
 /// Where the attachment data of a DocumentReference (`content[].attachment.data`) or a Binary
 /// (`data`) sits.
@@ -332,7 +333,13 @@ fn base64_checked(literal: &str) -> bool {
     literal
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
-        .is_some_and(|inner| base64_simd::STANDARD.check(inner.as_bytes()).is_ok())
+        .is_some_and(base64_canonical)
+}
+
+/// Whether `text` is canonical padded base64 with nothing else (no white space): what
+/// fhir-sdk's decoder accepts without needing to strip anything.
+pub(crate) fn base64_canonical(text: &str) -> bool {
+    base64_simd::STANDARD.check(text.as_bytes()).is_ok()
 }
 
 /// The value of `resourceType` when it is the object's first member and a plain string.

@@ -284,11 +284,20 @@ fn bundle_by_entries(value: &mut Value) -> Option<Resource> {
     }
     // Each resource is taken out of its entry (leaving `null` in its place, which the Bundle
     // reads as no resource) and put back below, whatever the outcome.
-    let taken: Vec<Option<Value>> = value
+    let mut taken: Vec<Option<Value>> = value
         .get_mut("entry")?
         .as_array_mut()?
         .iter_mut()
         .map(|entry| entry.get_mut("resource").map(Value::take))
+        .collect();
+    // A large attachment is checked where it lies, as on the JSON path, and kept out of the
+    // typed model, which would only decode the bytes to drop them again.
+    let set_aside: Vec<Vec<Option<String>>> = taken
+        .iter_mut()
+        .map(|resource| match resource {
+            Some(resource) => set_aside_attachments(resource),
+            None => Vec::new(),
+        })
         .collect();
     let read = (|| {
         let mut resources = Vec::with_capacity(taken.len());
@@ -314,6 +323,11 @@ fn bundle_by_entries(value: &mut Value) -> Option<Resource> {
         }
         Some(Resource::Bundle(bundle))
     })();
+    for (resource, originals) in taken.iter_mut().zip(set_aside) {
+        if let Some(resource) = resource {
+            restore_attachments(resource, originals);
+        }
+    }
     let entries = value.get_mut("entry").and_then(Value::as_array_mut);
     for (entry, resource) in entries.into_iter().flatten().zip(taken) {
         if let (Some(slot), Some(resource)) = (entry.get_mut("resource"), resource) {
@@ -321,6 +335,61 @@ fn bundle_by_entries(value: &mut Value) -> Option<Resource> {
         }
     }
     read
+}
+
+/// Where a DocumentReference (`content[].attachment.data`) or a Binary (`data`) holds its
+/// attachments, in a fixed order; nothing for other resources.
+fn attachment_slots(resource: &mut Value) -> Vec<&mut Value> {
+    let mut slots = Vec::new();
+    let Value::Object(members) = resource else {
+        return slots;
+    };
+    let attachments = matches!(
+        members.get("resourceType").and_then(Value::as_str),
+        Some("DocumentReference" | "Binary")
+    );
+    if !attachments {
+        return slots;
+    }
+    for (key, member) in members.iter_mut() {
+        match (key.as_str(), member) {
+            ("data", data) => slots.push(data),
+            ("content", Value::Array(contents)) => slots.extend(
+                contents
+                    .iter_mut()
+                    .filter_map(|c| c.get_mut("attachment")?.get_mut("data")),
+            ),
+            _ => {}
+        }
+    }
+    slots
+}
+
+/// Empties every large attachment of `resource` that is canonical base64 and returns the
+/// texts (`None` where one was left in place), for [`restore_attachments`]. What is left is
+/// exactly what the model would have rejected or has to strip, as on the JSON path.
+fn set_aside_attachments(resource: &mut Value) -> Vec<Option<String>> {
+    attachment_slots(resource)
+        .into_iter()
+        .map(|slot| match slot {
+            Value::String(text)
+                if text.len() >= fhir_json::ATTACHMENT_CHECK_MIN
+                    && fhir_json::base64_canonical(text) =>
+            {
+                Some(std::mem::take(text))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Puts back what [`set_aside_attachments`] took out of `resource`.
+fn restore_attachments(resource: &mut Value, originals: Vec<Option<String>>) {
+    for (slot, original) in attachment_slots(resource).into_iter().zip(originals) {
+        if let (Value::String(text), Some(original)) = (slot, original) {
+            *text = original;
+        }
+    }
 }
 
 /// Why a resource type is not read: the JSON path's classification of `{"resourceType": name}`
@@ -360,6 +429,9 @@ struct ObjectFrame<'m> {
     primitive_arrays: Vec<&'m str>,
     /// `Some` for a primitive element.
     primitive: Option<Kind>,
+    /// A primitive's `value` attribute, kept apart from `map` (which then holds only what goes
+    /// to `_name`), so that most primitives never build a map.
+    value: Option<Value>,
 }
 
 /// An element on the open-element stack.
@@ -527,6 +599,7 @@ fn open_resource(
         map,
         primitive_arrays: Vec::new(),
         primitive: None,
+        value: None,
     };
     let mut buf = String::new();
     attributes(&mut frame, reader, element, &mut buf)?;
@@ -570,6 +643,7 @@ fn open_element(
         map: Map::new(),
         primitive_arrays: Vec::new(),
         primitive,
+        value: None,
     };
     attributes(&mut frame, reader, element, buf)?;
     Ok(Frame::Object(frame))
@@ -601,7 +675,12 @@ fn attributes(
         };
         let value = primitive_value(kind, &attr.value)
             .map_err(|m| fhir_error(reader, element.offset, &format!("{path}: {m}")))?;
-        frame.map.insert(key_of(path).to_owned(), value);
+        let key = key_of(path);
+        if frame.primitive.is_some() && key == "value" {
+            frame.value = Some(value);
+        } else {
+            frame.map.insert(key.to_owned(), value);
+        }
     }
     Ok(())
 }
@@ -658,7 +737,7 @@ fn close(
             tidy_primitive_arrays(&mut f);
             let child = match f.primitive {
                 Some(_) => {
-                    let value = f.map.remove("value");
+                    let value = f.value.take();
                     let rest = (!f.map.is_empty()).then_some(f.map);
                     Child::Primitive(value, rest)
                 }
@@ -727,22 +806,33 @@ fn attach(
             }
         }
         Child::Primitive(value, meta) if elem.repeats => {
-            let underscore = format!("_{key}");
-            if !parent.map.contains_key(key) {
+            // `name` gets every item (`null` where one has no value); `_name` is made only when
+            // an item has an `id` or extensions, padded with `null`s to stay aligned.
+            let items = match parent
+                .map
+                .entry(key)
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(items) => items,
+                _ => return Err(format!("{path}.{key} appears in two forms")),
+            };
+            if items.is_empty() {
                 parent.primitive_arrays.push(key);
             }
-            for (k, v) in [
-                (key.to_owned(), value.unwrap_or(Value::Null)),
-                (underscore, meta.map_or(Value::Null, Value::Object)),
-            ] {
-                match parent
-                    .map
-                    .entry(k)
-                    .or_insert_with(|| Value::Array(Vec::new()))
-                {
-                    Value::Array(items) => items.push(v),
-                    _ => return Err(format!("{path}.{key} appears in two forms")),
+            items.push(value.unwrap_or(Value::Null));
+            let aligned = items.len();
+            let underscore = format!("_{key}");
+            match (parent.map.get_mut(&underscore), meta) {
+                (Some(Value::Array(metas)), meta) => {
+                    metas.push(meta.map_or(Value::Null, Value::Object));
                 }
+                (Some(_), _) => return Err(format!("{path}.{key} appears in two forms")),
+                (None, Some(meta)) => {
+                    let mut metas = vec![Value::Null; aligned - 1];
+                    metas.push(Value::Object(meta));
+                    parent.map.insert(underscore, Value::Array(metas));
+                }
+                (None, None) => {}
             }
         }
         Child::Primitive(value, meta) => {
@@ -1017,6 +1107,77 @@ mod tests {
         assert!(
             matches!(patient, Ok((Resource::Patient(_), _))),
             "{patient:?}"
+        );
+    }
+
+    fn bundle_with_attachment(data: &str) -> Vec<u8> {
+        format!(
+            r#"<Bundle xmlns="http://hl7.org/fhir"><type value="collection"/>
+              <entry><fullUrl value="urn:uuid:5f6a0d3c-0000-4000-8000-000000000001"/>
+                <resource><Patient><id value="p"/></Patient></resource></entry>
+              <entry><fullUrl value="urn:uuid:5f6a0d3c-0000-4000-8000-000000000002"/>
+                <resource><DocumentReference><status value="current"/><content><attachment>
+                  <contentType value="application/pdf"/><data value="{data}"/>
+                </attachment></content></DocumentReference></resource></entry></Bundle>"#
+        )
+        .into_bytes()
+    }
+
+    /// The typed model's attachment bytes and the JSON shape's attachment text.
+    fn attachment(decoded: &(Resource, Value)) -> (Option<Vec<u8>>, Option<String>) {
+        let (Resource::Bundle(bundle), shape) = decoded else {
+            return (None, None);
+        };
+        let bytes = bundle
+            .entry
+            .iter()
+            .flatten()
+            .find_map(|e| match &e.resource {
+                Some(Resource::DocumentReference(doc)) => doc
+                    .content
+                    .iter()
+                    .flatten()
+                    .find_map(|c| c.attachment.data.as_ref().map(|d| d.0.clone())),
+                _ => None,
+            });
+        let text = shape["entry"][1]["resource"]["content"][0]["attachment"]["data"]
+            .as_str()
+            .map(str::to_owned);
+        (bytes, text)
+    }
+
+    #[test]
+    fn a_large_valid_attachment_is_checked_in_place_and_the_shape_keeps_it() {
+        use base64::Engine as _;
+        let pdf: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let data = base64::engine::general_purpose::STANDARD.encode(&pdf);
+        // Valid: decodes, the model is spared the bytes, and forwarding still has the text.
+        let decoded = decode(&bundle_with_attachment(&data), &Limits::default());
+        assert_eq!(
+            decoded.as_ref().ok().map(attachment),
+            Some((Some(Vec::new()), Some(data.clone())))
+        );
+        // A small attachment is left to the model.
+        let small = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.7 small");
+        let decoded = decode(&bundle_with_attachment(&small), &Limits::default());
+        assert_eq!(
+            decoded.as_ref().ok().map(attachment),
+            Some((Some(b"%PDF-1.7 small".to_vec()), Some(small)))
+        );
+        // Invalid base64 is still refused, by the model.
+        for broken in [
+            format!("{}!", &data[..data.len() - 4]),
+            format!("{}Zh==", &data[..data.len() - 4]),
+        ] {
+            let err = decode(&bundle_with_attachment(&broken), &Limits::default()).err();
+            assert!(matches!(err, Some(DecodeError::NotFhir(_))), "{err:?}");
+        }
+        // White space inside the data is the model's to strip: the same bytes.
+        let spaced = format!("{} {}", &data[..400], &data[400..]);
+        let decoded = decode(&bundle_with_attachment(&spaced), &Limits::default());
+        assert_eq!(
+            decoded.as_ref().ok().map(attachment),
+            Some((Some(pdf), Some(spaced)))
         );
     }
 }
