@@ -195,7 +195,30 @@ fn check_declared_encoding(text: &str, encoding: Encoding) -> Result<(), DecodeE
 /// controls are single bytes and U+FFFE/U+FFFF are `EF BF BE`/`EF BF BF`.
 fn check_chars(text: &str) -> Result<(), DecodeError> {
     let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
+    // Whole chunks without a suspect byte (a control character or the lead byte 0xEF of
+    // U+F000..U+FFFF) are passed over in one vectorised test; only a chunk with one is looked
+    // at byte by byte.
+    let mut from = 0;
+    for chunk in bytes.chunks(CHUNK) {
+        let suspect = chunk.iter().fold(false, |any, &b| {
+            any | (b < 0x20) & !matches!(b, b'\t' | b'\n' | b'\r') | (b == 0xEF)
+        });
+        if suspect {
+            check_chars_from(text, from, from + chunk.len())?;
+        }
+        from += chunk.len();
+    }
+    Ok(())
+}
+
+/// Bytes tested at once by the chunked searches of this module.
+const CHUNK: usize = 32;
+
+/// The byte-by-byte test of [`check_chars`] over `text[from..to]` (a character starting
+/// before `to` may end after it).
+fn check_chars_from(text: &str, from: usize, to: usize) -> Result<(), DecodeError> {
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate().take(to).skip(from) {
         let bad = match b {
             b'\t' | b'\n' | b'\r' => false,
             0..0x20 => true,
@@ -205,7 +228,7 @@ fn check_chars(text: &str) -> Result<(), DecodeError> {
             _ => false,
         };
         if bad {
-            let c = text[i..].chars().next().unwrap_or('\0');
+            let c = text.get(i..).and_then(|t| t.chars().next()).unwrap_or('\0');
             return Err(malformed(
                 text,
                 i,
@@ -283,16 +306,32 @@ fn is_xml_char(c: char) -> bool {
         || c >= '\u{10000}'
 }
 
+/// The first byte of an attribute value that normalisation must look at (`&`, `<`, tab, line
+/// feed, carriage return), a chunk at a time: a base64 attachment of half a megabyte is one
+/// pass without a branch per byte. All five are ASCII, so the position is a character boundary.
+fn attribute_special(bytes: &[u8]) -> Option<usize> {
+    let special = |b: u8| matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r');
+    let mut from = 0;
+    for chunk in bytes.chunks(CHUNK) {
+        if chunk.iter().fold(false, |any, &b| any | special(b)) {
+            return chunk.iter().position(|&b| special(b)).map(|i| from + i);
+        }
+        from += chunk.len();
+    }
+    None
+}
+
 /// Unescapes an attribute value as XML 1.0 attribute-value normalisation does (§ 3.3.3):
 /// literal tab, CR, LF and CR LF become one space each; references are resolved afterwards and
 /// keep their character (`&#10;` stays a line feed). `<` may not appear literally.
 pub fn attribute_value(raw: &str) -> Result<Cow<'_, str>, String> {
-    if !raw.contains(['&', '\t', '\n', '\r', '<']) {
+    let Some(first) = attribute_special(raw.as_bytes()) else {
         return Ok(Cow::Borrowed(raw));
-    }
+    };
     let mut out = String::with_capacity(raw.len());
-    let mut rest = raw;
-    while let Some(i) = rest.find(['&', '\t', '\n', '\r', '<']) {
+    out.push_str(&raw[..first]);
+    let mut rest = &raw[first..];
+    while let Some(i) = attribute_special(rest.as_bytes()) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -826,5 +865,36 @@ mod tests {
             Err(DecodeError::MalformedXml(m)) if m.contains("line 2, column 6") && m.contains("U+0007")
         ));
         assert!(to_utf8("<a>\u{FFFF}</a>".as_bytes()).is_err());
+    }
+
+    /// The chunked searches find what the byte-by-byte ones found, at every position around
+    /// a chunk's edge, and pass over what is allowed.
+    #[test]
+    fn the_chunked_searches_find_every_suspect_byte_at_any_position() {
+        for len in [1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+            for at in 0..len {
+                let mut text = "a".repeat(len);
+                text.replace_range(at..=at, "&");
+                assert_eq!(attribute_special(text.as_bytes()), Some(at), "{len} {at}");
+                let spaced = attribute_value(&text.replace('&', "\t")).map(Cow::into_owned);
+                assert_eq!(spaced, Ok(text.replace('&', " ")));
+                let mut doc = format!("<a>{}</a>", "b".repeat(len));
+                doc.replace_range(3 + at..=3 + at, "\u{1}");
+                assert!(
+                    matches!(to_utf8(doc.as_bytes()), Err(DecodeError::MalformedXml(ref m)) if m.contains("U+0001")),
+                    "{len} {at}"
+                );
+                let mut doc = format!("<a>{}</a>", "b".repeat(len + 2));
+                doc.replace_range(3 + at..3 + at + 3, "\u{FFFE}");
+                assert!(to_utf8(doc.as_bytes()).is_err(), "{len} {at}");
+            }
+        }
+        // Allowed: tab, line feed, carriage return, and other characters led by 0xEF.
+        let fine = format!("<a>\t\r\n{}\u{F8FF}\u{FFFD}</a>", "x".repeat(2 * CHUNK));
+        assert!(to_utf8(fine.as_bytes()).is_ok());
+        assert_eq!(
+            attribute_special(b"plain text, no specials at all here, none"),
+            None
+        );
     }
 }
