@@ -158,7 +158,24 @@ fn bundle_by_entries(bytes: &[u8]) -> Option<(fhir_sdk::r4b::resources::Bundle, 
             None => None,
         });
     }
-    let mut bundle: fhir_sdk::r4b::resources::Bundle = serde_json::from_slice(&shell).ok()?;
+    let shell: fhir_sdk::r4b::resources::Bundle = serde_json::from_slice(&shell).ok()?;
+    let bundle = with_entry_resources(shell, resources)?;
+    for span in &mut located {
+        span.full_url = bundle
+            .entry
+            .get(span.index)
+            .and_then(|e| e.as_ref())
+            .and_then(|e| e.full_url.clone());
+    }
+    Some((bundle, located))
+}
+
+/// The Bundle read without its entries' resources, with them put in, entry by entry; `None`
+/// when they do not line up (the caller then takes the general path).
+pub(crate) fn with_entry_resources(
+    mut bundle: fhir_sdk::r4b::resources::Bundle,
+    resources: Vec<Option<Resource>>,
+) -> Option<fhir_sdk::r4b::resources::Bundle> {
     if bundle.entry.len() != resources.len() {
         return None;
     }
@@ -169,14 +186,7 @@ fn bundle_by_entries(bytes: &[u8]) -> Option<(fhir_sdk::r4b::resources::Bundle, 
             (None, Some(_)) => return None,
         }
     }
-    for span in &mut located {
-        span.full_url = bundle
-            .entry
-            .get(span.index)
-            .and_then(|e| e.as_ref())
-            .and_then(|e| e.full_url.clone());
-    }
-    Some((bundle, located))
+    Some(bundle)
 }
 
 /// One resource, read into its concrete type when it is one of the usual ones, else through
@@ -580,7 +590,7 @@ fn next_string_or_bracket(bytes: &[u8], from: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn limits() -> Limits {
@@ -776,7 +786,9 @@ mod tests {
         .into_bytes()
     }
 
-    fn attachment_data(resource: &Resource) -> Option<Vec<u8>> {
+    /// The bytes of the first DocumentReference attachment of a Bundle (shared with the FHIR
+    /// XML tests).
+    pub(crate) fn attachment_data(resource: &Resource) -> Option<Vec<u8>> {
         let Resource::Bundle(bundle) = resource else {
             return None;
         };

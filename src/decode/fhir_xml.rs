@@ -310,18 +310,8 @@ fn bundle_by_entries(value: &mut Value) -> Option<Resource> {
                 }
             });
         }
-        let mut bundle = fhir_sdk::r4b::resources::Bundle::deserialize(&*value).ok()?;
-        if bundle.entry.len() != resources.len() {
-            return None;
-        }
-        for (entry, resource) in bundle.entry.iter_mut().zip(resources) {
-            match (entry, resource) {
-                (Some(entry), resource) => entry.resource = resource,
-                (None, None) => {}
-                (None, Some(_)) => return None,
-            }
-        }
-        Some(Resource::Bundle(bundle))
+        let shell = fhir_sdk::r4b::resources::Bundle::deserialize(&*value).ok()?;
+        fhir_json::with_entry_resources(shell, resources).map(Resource::Bundle)
     })();
     for (resource, originals) in taken.iter_mut().zip(set_aside) {
         if let Some(resource) = resource {
@@ -1125,21 +1115,8 @@ mod tests {
 
     /// The typed model's attachment bytes and the JSON shape's attachment text.
     fn attachment(decoded: &(Resource, Value)) -> (Option<Vec<u8>>, Option<String>) {
-        let (Resource::Bundle(bundle), shape) = decoded else {
-            return (None, None);
-        };
-        let bytes = bundle
-            .entry
-            .iter()
-            .flatten()
-            .find_map(|e| match &e.resource {
-                Some(Resource::DocumentReference(doc)) => doc
-                    .content
-                    .iter()
-                    .flatten()
-                    .find_map(|c| c.attachment.data.as_ref().map(|d| d.0.clone())),
-                _ => None,
-            });
+        let (resource, shape) = decoded;
+        let bytes = fhir_json::tests::attachment_data(resource);
         let text = shape["entry"][1]["resource"]["content"][0]["attachment"]["data"]
             .as_str()
             .map(str::to_owned);

@@ -45,7 +45,7 @@ fn now() -> String {
 
 /// One resource of the inbound message, forwarded exactly as the sender wrote it (fhir-sdk's
 /// typed model drops unknown elements, so nothing is re-serialised from it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded<'a> {
     /// fullUrl in the inbound Bundle (generated where the sender gave none).
     pub full_url: String,
@@ -765,19 +765,7 @@ mod tests {
         let whole = serde_json::to_vec(&shape).unwrap_or_default();
         let by_spans = forwarded_entries("gw", &written, None, spans.as_deref());
         let by_reading = forwarded_entries("gw", &whole, None, None);
-        let summary = |entries: &[Forwarded<'_>]| {
-            entries
-                .iter()
-                .map(|e| {
-                    (
-                        e.full_url.clone(),
-                        e.resource_type.clone(),
-                        e.json.to_string(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(summary(&by_spans), summary(&by_reading));
+        assert_eq!(by_spans, by_reading);
         let types: Vec<_> = by_spans.iter().map(|e| e.resource_type.as_str()).collect();
         assert_eq!(types, ["ServiceRequest", "Patient", "Condition"]);
         assert!(by_spans[0].full_url.starts_with("urn:uuid:"));
