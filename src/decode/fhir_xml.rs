@@ -754,19 +754,17 @@ fn close(
     }
 }
 
-/// Drops `name`/`_name` arrays of repeating primitives that hold only `null`s.
+/// Drops `name` arrays of repeating primitives that hold only `null`s (every item had only an
+/// `id` or extensions). A `_name` array is made only for an item with one, so it never does.
 fn tidy_primitive_arrays(frame: &mut ObjectFrame<'_>) {
     for key in std::mem::take(&mut frame.primitive_arrays) {
-        let underscore = format!("_{key}");
-        for k in [key, underscore.as_str()] {
-            let all_null = frame
-                .map
-                .get(k)
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.iter().all(Value::is_null));
-            if all_null {
-                frame.map.remove(k);
-            }
+        let all_null = frame
+            .map
+            .get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(Value::is_null));
+        if all_null {
+            frame.map.remove(key);
         }
     }
 }

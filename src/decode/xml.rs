@@ -325,13 +325,13 @@ fn attribute_special(bytes: &[u8]) -> Option<usize> {
 /// literal tab, CR, LF and CR LF become one space each; references are resolved afterwards and
 /// keep their character (`&#10;` stays a line feed). `<` may not appear literally.
 pub fn attribute_value(raw: &str) -> Result<Cow<'_, str>, String> {
-    let Some(first) = attribute_special(raw.as_bytes()) else {
+    let mut next = attribute_special(raw.as_bytes());
+    if next.is_none() {
         return Ok(Cow::Borrowed(raw));
-    };
+    }
     let mut out = String::with_capacity(raw.len());
-    out.push_str(&raw[..first]);
-    let mut rest = &raw[first..];
-    while let Some(i) = attribute_special(rest.as_bytes()) {
+    let mut rest = raw;
+    while let Some(i) = next {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         match tail.as_bytes()[0] {
@@ -352,6 +352,7 @@ pub fn attribute_value(raw: &str) -> Result<Cow<'_, str>, String> {
                 rest = &tail[1..];
             }
         }
+        next = attribute_special(rest.as_bytes());
     }
     out.push_str(rest);
     Ok(Cow::Owned(out))
