@@ -374,3 +374,37 @@ fn forwarding_from_decodes_entry_spans_equals_reading_the_body_again() {
         "compared {compared} Bundles with forwarded entries"
     );
 }
+
+#[test]
+fn the_scan_finds_every_corpus_bundles_entry_resources_where_serde_does() {
+    use sociogate::decode::fhir_json::{entry_ranges_by_serde, scan};
+    let (mut from_scan, mut left_to_serde) = (0, 0);
+    for path in all_files(&corpus())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let bytes = sociogate::decode::strip_bom(&bytes);
+        let Ok(shape) = scan(bytes, 64) else {
+            continue;
+        };
+        if shape.top_level_type != Some(b"Bundle".as_slice()) {
+            continue;
+        }
+        match shape.entries {
+            Some(entries) => {
+                // Where the scan answers, serde reads the same ranges (or fails on the whole
+                // payload, which the general path then explains).
+                if let Some(by_serde) = entry_ranges_by_serde(bytes) {
+                    assert_eq!(entries, by_serde, "{}", path.display());
+                    from_scan += 1;
+                }
+            }
+            None => left_to_serde += 1,
+        }
+    }
+    assert!(
+        from_scan > 50 && left_to_serde * 10 < from_scan,
+        "the scan found the entries of {from_scan} Bundles, left {left_to_serde} to serde"
+    );
+}

@@ -98,7 +98,7 @@ pub fn decode_with_spans(
     // instead. Same model, same result (tests/corpus.rs compares both on every corpus Bundle);
     // anything the fast path does not take goes the general way, which also explains errors.
     if shape.top_level_type == Some(b"Bundle".as_slice())
-        && let Some((bundle, spans)) = bundle_by_entries(bytes)
+        && let Some((bundle, spans)) = bundle_by_entries(bytes, shape.entries)
     {
         return Ok((Resource::Bundle(bundle), Some(spans)));
     }
@@ -113,7 +113,8 @@ pub fn decode_general(bytes: &[u8]) -> Result<Resource, DecodeError> {
     }
 }
 
-/// Where each entry's resource sits in a Bundle's bytes.
+/// Where each entry's resource sits in a Bundle's bytes, as serde reads them: what the scan's
+/// spans stand in for, and what is used where the scan found anything unusual.
 #[derive(serde::Deserialize)]
 struct EntrySpans<'a> {
     #[serde(default, borrow)]
@@ -126,32 +127,56 @@ struct RawEntrySpan<'a> {
     resource: Option<&'a serde_json::value::RawValue>,
 }
 
-/// Reads a Bundle without the enum's buffering: the Bundle with every entry's resource left
-/// out (`null`), then each resource straight into its type. `None` when anything is unusual
-/// (the caller then takes the general path, which decides and explains).
-fn bundle_by_entries(bytes: &[u8]) -> Option<(fhir_sdk::r4b::resources::Bundle, Vec<EntrySpan>)> {
+/// Per entry, the byte range of its resource in `bytes`, read with serde.
+pub fn entry_ranges_by_serde(bytes: &[u8]) -> Option<Vec<Option<std::ops::Range<usize>>>> {
     let spans: EntrySpans<'_> = serde_json::from_slice(bytes).ok()?;
-    let texts: Vec<&str> = spans
+    let base = bytes.as_ptr() as usize;
+    spans
         .entry
         .iter()
-        .filter_map(|span| span.resource.map(serde_json::value::RawValue::get))
-        .collect();
-    let shell = replace_parts(bytes, &texts, b"null")?;
-    let base = bytes.as_ptr() as usize;
-    let mut resources = Vec::with_capacity(spans.entry.len());
-    let mut located = Vec::with_capacity(spans.entry.len());
-    for (index, span) in spans.entry.iter().enumerate() {
-        resources.push(match span.resource {
+        .map(|span| match span.resource {
+            // The raw value is a slice of `bytes`: its offset is a pointer difference.
             Some(raw) => {
-                let (resource, resource_type) = typed_resource(raw.get()).ok()?;
-                let resource_type = resource_type.to_owned();
-                // The raw value is a slice of `bytes`: its offset is a pointer difference.
                 let start = (raw.get().as_ptr() as usize).checked_sub(base)?;
+                Some(Some(start..start.checked_add(raw.get().len())?))
+            }
+            None => Some(None),
+        })
+        .collect()
+}
+
+/// Reads a Bundle without the enum's buffering: the Bundle with every entry's resource left
+/// out (`null`), then each resource straight into its type. `entries` are the scan's spans of
+/// the resources, if it found them. `None` when anything is unusual (the caller then takes
+/// the general path, which decides and explains).
+fn bundle_by_entries(
+    bytes: &[u8],
+    entries: Option<Vec<Option<std::ops::Range<usize>>>>,
+) -> Option<(fhir_sdk::r4b::resources::Bundle, Vec<EntrySpan>)> {
+    let entries = match entries {
+        Some(entries) => entries,
+        None => entry_ranges_by_serde(bytes)?,
+    };
+    // Invalid UTF-8 is the general path's to explain.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let texts = entries
+        .iter()
+        .flatten()
+        .map(|range| text.get(range.clone()))
+        .collect::<Option<Vec<&str>>>()?;
+    let shell = replace_parts(bytes, &texts, b"null")?;
+    let mut resources = Vec::with_capacity(entries.len());
+    let mut located = Vec::with_capacity(entries.len());
+    let mut texts = texts.into_iter();
+    for (index, range) in entries.into_iter().enumerate() {
+        resources.push(match range {
+            Some(range) => {
+                let (resource, resource_type) = typed_resource(texts.next()?).ok()?;
                 located.push(EntrySpan {
                     index,
                     full_url: None,
-                    resource_type,
-                    resource: start..start.checked_add(raw.get().len())?,
+                    resource_type: resource_type.to_owned(),
+                    resource: range,
                 });
                 Some(resource)
             }
@@ -446,10 +471,29 @@ fn strip_position(message: &str) -> String {
 pub struct Shape<'a> {
     /// The value of the top-level `resourceType`, when it is a plain string (no escapes).
     pub top_level_type: Option<&'a [u8]>,
+    /// For a top-level `entry` array of objects: per element, where its `resource` object lies
+    /// in the bytes (`None`: the element has no `resource`). `None` when there is no such
+    /// array or anything about it is unusual (an element that is not an object, a `resource`
+    /// that is not an object or comes twice, an escaped key, a second `entry`): the caller
+    /// then reads the entries with serde, which decides.
+    pub entries: Option<Vec<Option<std::ops::Range<usize>>>>,
 }
 
 /// Strings up to this long are searched a word at a time in [`scan`], longer ones with `memchr`.
 const SHORT_STRING: usize = 32;
+
+/// How far the scan has got with the top-level `entry` array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryArray {
+    /// Not met yet.
+    NotSeen,
+    /// Inside it: its elements (depth 3) and their keys are followed byte by byte.
+    Open,
+    /// Closed, every element understood.
+    Closed,
+    /// Something unusual: no spans from the scan.
+    Unusable,
+}
 
 /// Rejects payloads nested deeper than `max_depth` before any tree is built, and returns the
 /// [`Shape`] seen on the way. Scans the bytes once, jumping over string contents with `memchr`
@@ -461,11 +505,22 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
     // after `{` or `,` is a key, after `:` a value.
     let mut last_structural = 0u8;
     let mut last_key_was_resource_type = false;
+    let mut last_key_was_entry = false;
+    // The top-level `entry` array: its state, the spans found so far, and inside an element
+    // (depth 3) the last structural byte, whether the last key was `resource`, and where the
+    // `resource` object being read started.
+    let mut entry_array = EntryArray::NotSeen;
+    let mut spans: Vec<Option<std::ops::Range<usize>>> = Vec::new();
+    let mut element_structural = 0u8;
+    let mut element_key_is_resource = false;
+    let mut resource_start: Option<usize> = None;
     let mut i = 0;
     while i < bytes.len() {
+        let in_entry_array = entry_array == EntryArray::Open && (depth == 2 || depth == 3);
         // Below the top level only strings and brackets matter: jump over the rest (numbers,
-        // literals, `:`, `,`, whitespace) eight bytes at a time.
-        if depth >= 2 {
+        // literals, `:`, `,`, whitespace) eight bytes at a time. The entry array's own level
+        // and its elements' keys are short and read byte by byte.
+        if depth >= 2 && !in_entry_array {
             i = next_string_or_bracket(bytes, i);
             if i >= bytes.len() {
                 break;
@@ -494,16 +549,35 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
                         None => return Ok(shape),
                     }
                 }
-                if depth == 1 && !escaped_inside {
-                    let text = &bytes[start..end];
-                    if matches!(last_structural, b'{' | b',') {
+                let text = &bytes[start..end];
+                let is_key = |last: u8| matches!(last, b'{' | b',');
+                if depth == 1 {
+                    if escaped_inside {
+                        // An escaped key may read `entry` once unescaped: serde decides.
+                        if is_key(last_structural) && entry_array != EntryArray::Closed {
+                            entry_array = EntryArray::Unusable;
+                        }
+                    } else if is_key(last_structural) {
                         last_key_was_resource_type = text == b"resourceType";
+                        last_key_was_entry = text == b"entry";
                     } else if last_structural == b':' && last_key_was_resource_type {
                         shape.top_level_type.get_or_insert(text);
                     }
-                }
-                if depth == 1 {
                     last_structural = b'"';
+                } else if in_entry_array {
+                    if depth == 2 {
+                        // An element that is a string.
+                        entry_array = EntryArray::Unusable;
+                    } else if is_key(element_structural) {
+                        if escaped_inside {
+                            entry_array = EntryArray::Unusable;
+                        }
+                        element_key_is_resource = text == b"resource";
+                    } else if element_key_is_resource {
+                        // A `resource` that is a string.
+                        entry_array = EntryArray::Unusable;
+                    }
+                    element_structural = b'"';
                 }
                 i = end + 1;
                 continue;
@@ -513,20 +587,72 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
                 if depth > max_depth {
                     return Err(DecodeError::TooDeep { limit: max_depth });
                 }
-                if depth == 1 {
-                    last_structural = b;
+                match depth {
+                    1 => last_structural = b,
+                    2 if last_key_was_entry && last_structural == b':' => {
+                        entry_array = match (entry_array, b) {
+                            (EntryArray::NotSeen, b'[') => EntryArray::Open,
+                            _ => EntryArray::Unusable,
+                        };
+                    }
+                    3 if in_entry_array => {
+                        if b == b'{' {
+                            spans.push(None);
+                            element_structural = b'{';
+                            element_key_is_resource = false;
+                        } else {
+                            entry_array = EntryArray::Unusable;
+                        }
+                    }
+                    4 if in_entry_array
+                        && element_structural == b':'
+                        && element_key_is_resource =>
+                    {
+                        if b == b'{' && spans.last().is_some_and(Option::is_none) {
+                            resource_start = Some(i);
+                        } else {
+                            // An array, or a second `resource`.
+                            entry_array = EntryArray::Unusable;
+                        }
+                    }
+                    _ => {}
                 }
             }
             b'}' | b']' => {
                 depth = depth.saturating_sub(1);
-                if depth == 1 {
-                    last_structural = b;
+                match depth {
+                    1 => {
+                        last_structural = b;
+                        if entry_array == EntryArray::Open {
+                            entry_array = EntryArray::Closed;
+                        }
+                    }
+                    3 if entry_array == EntryArray::Open => {
+                        if let Some(start) = resource_start.take()
+                            && let Some(last) = spans.last_mut()
+                        {
+                            *last = Some(start..i + 1);
+                        }
+                        element_structural = b;
+                    }
+                    _ => {}
                 }
             }
             b':' | b',' if depth == 1 => last_structural = b,
+            b':' | b',' if in_entry_array && depth == 3 => element_structural = b,
+            // Between the array's elements.
+            b',' if in_entry_array => {}
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            _ if in_entry_array && (depth == 2 || element_key_is_resource) => {
+                // A literal element (`null`), or a `resource` that is a number or literal.
+                entry_array = EntryArray::Unusable;
+            }
             _ => {}
         }
         i += 1;
+    }
+    if entry_array == EntryArray::Closed {
+        shape.entries = Some(spans);
     }
     Ok(shape)
 }
@@ -764,6 +890,50 @@ pub(crate) mod tests {
             scan(exact.as_bytes(), 1).map(|s| s.top_level_type.is_some()),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn the_scan_finds_the_entry_resources_or_leaves_them_to_serde() {
+        let entries = |text: &str| scan(text.as_bytes(), 64).ok().and_then(|s| s.entries);
+        let serde = |text: &str| entry_ranges_by_serde(text.as_bytes());
+        // Usual shapes, with white space, an entry without a resource, keys in any order,
+        // nested `entry` and `resource` keys that are not the Bundle's, and brackets in strings.
+        for text in [
+            r#"{"resourceType":"Bundle","entry":[{"fullUrl":"a","resource":{"resourceType":"Patient","id":"{["}},{"request":{"method":"GET"}}]}"#,
+            "{ \"entry\" : [ { \"resource\" : {\"resourceType\":\"Basic\"} , \"fullUrl\":\"x\" } ,\n\t{\"resource\":{}} ] , \"resourceType\":\"Bundle\" }",
+            r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":{"a":1}}]}}]}"#,
+            r#"{"resourceType":"Bundle","entry":[]}"#,
+            r#"{"resourceType":"Bundle","meta":{"entry":[{"resource":"x"}]},"entry":[{"resource":{"x":[{"resource":2}]}}]}"#,
+        ] {
+            let found = entries(text);
+            assert!(found.is_some(), "{text}");
+            assert_eq!(found, serde(text), "{text}");
+        }
+        let spans = entries(r#"{"entry":[{"resource":{"id":"p"}},{"fullUrl":"u"}]}"#);
+        assert_eq!(spans, Some(vec![Some(22..32), None]));
+        // Anything unusual is serde's to read (or to refuse): elements or resources that are not
+        // objects, a resource twice, escaped keys, a second `entry`, an unterminated array.
+        for text in [
+            r#"{"entry":[null,{"resource":{}}]}"#,
+            r#"{"entry":["x"]}"#,
+            r#"{"entry":[[]]}"#,
+            r#"{"entry":[{"resource":null}]}"#,
+            r#"{"entry":[{"resource":"x"}]}"#,
+            r#"{"entry":[{"resource":[]}]}"#,
+            r#"{"entry":[{"resource":{},"resource":{}}]}"#,
+            r#"{"entry":[{"resourc\u0065":{}}]}"#,
+            r#"{"entr\u0079":[{"resource":{}}]}"#,
+            r#"{"entry":[{"resource":{}}],"entry":[]}"#,
+            r#"{"entry":{"resource":{}}}"#,
+            r#"{"entry":[{"resource":{}}"#,
+        ] {
+            assert_eq!(entries(text), None, "{text}");
+        }
+        // Where the scan stepped aside, serde decides: the same Bundle decodes by either way.
+        let escaped = br#"{"resourceType":"Bundle","type":"collection","entry":[{"resourc\u0065":{"resourceType":"Patient","id":"p"}}]}"#;
+        let by_enum = serde_json::from_slice::<Resource>(escaped).ok();
+        assert!(by_enum.is_some());
+        assert_eq!(decode(escaped, &limits()).ok(), by_enum);
     }
 
     #[test]
