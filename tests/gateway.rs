@@ -968,3 +968,23 @@ async fn a_relay_that_stops_has_marked_every_row_it_published_sent() {
     assert_eq!(client.with_key("handed.stop-").len(), ROWS, "each row once");
     store.close().await;
 }
+
+/// The bench's broker baseline (two hops over quorum queues, persistent, confirmed, acked)
+/// carries every message to the last queue and cleans up after itself within its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_broker_baseline_relays_every_message_through_both_hops() {
+    let url = common::service::amqp_url();
+    let messages: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!(r#"{{"n":{i}}}"#).into_bytes())
+        .collect();
+    let rate = common::service::bounded(
+        "bench baseline",
+        sociogate::bench::broker::broker_baseline(&url, &messages, 16),
+    )
+    .await;
+    // Ok only when all 300 arrived from the third queue (the baseline counts them there).
+    match rate {
+        Ok(rate) => assert!(rate.is_finite() && rate > 0.0, "rate {rate}"),
+        Err(e) => panic!("the baseline failed: {e}"),
+    }
+}

@@ -195,14 +195,30 @@ async fn publish_all(
         );
         if pending.len() == 512 {
             for confirm in pending.drain(..) {
-                confirm.await?;
+                confirmed(confirm).await?;
             }
         }
     }
     for confirm in pending {
-        confirm.await?;
+        confirmed(confirm).await?;
     }
     Ok(())
+}
+
+/// How long a publisher confirm may take before the run counts as failed: far above any
+/// confirm of a working broker, so that a broker that stopped answering ends the bench with
+/// an error instead of holding it forever.
+const CONFIRM_BOUND: Duration = Duration::from_secs(120);
+
+/// Waits for one publisher confirm, at most [`CONFIRM_BOUND`].
+async fn confirmed(confirm: lapin::PublisherConfirm) -> BenchResult<()> {
+    match tokio::time::timeout(CONFIRM_BOUND, confirm).await {
+        Ok(result) => {
+            result?;
+            Ok(())
+        }
+        Err(_) => Err(format!("the broker confirmed no publish within {CONFIRM_BOUND:?}").into()),
+    }
 }
 
 /// A queue bound to the gateway's provider and insurer exchanges, counting what arrives and
@@ -472,7 +488,8 @@ impl BaselineRelay {
     }
 
     /// Stops the hops and deletes the queues; a queue that cannot be deleted is named on
-    /// stderr, so that leftovers do not pile up unnoticed.
+    /// stderr, so that leftovers do not pile up unnoticed. Every step is bounded in time: the
+    /// broker once left a close unanswered and the whole bench waited for it.
     async fn close(self) {
         for task in &self.tasks {
             task.abort();
@@ -480,24 +497,42 @@ impl BaselineRelay {
         // The consumers go first: RabbitMQ 3.10 sometimes answered the delete of a quorum
         // queue that still had a consumer with INTERNAL_ERROR and closed the connection.
         for connection in self.connections.iter().skip(1) {
-            let _ = connection.close(200, "bench done".into()).await;
+            let _ = bounded(connection.close(200, "bench done".into())).await;
         }
         let queues: Vec<String> = (1..=3).map(|n| self.queue(n)).collect();
-        let mut failed = delete_queues(&self.channel, &queues).await;
-        if !failed.is_empty()
-            && let Ok((connection, channel)) = connect(&self.amqp_url).await
-        {
+        let mut failed = bounded_delete(&self.channel, &queues).await;
+        if !failed.is_empty() {
             // A hard error closes the connection it came on: once more on a fresh one.
-            let names: Vec<String> = failed.into_iter().map(|(queue, _)| queue).collect();
-            failed = delete_queues(&channel, &names).await;
-            let _ = connection.close(200, "bench done".into()).await;
+            let names: Vec<String> = failed.iter().map(|(queue, _)| queue.clone()).collect();
+            if let Ok(Ok((connection, channel))) = bounded(connect(&self.amqp_url)).await {
+                failed = bounded_delete(&channel, &names).await;
+                let _ = bounded(connection.close(200, "bench done".into())).await;
+            }
         }
         for (queue, e) in failed {
             eprintln!("bench: could not delete queue {queue}: {e}");
         }
         if let Some(connection) = self.connections.first() {
-            let _ = connection.close(200, "bench done".into()).await;
+            let _ = bounded(connection.close(200, "bench done".into())).await;
         }
+    }
+}
+
+/// `step`, given at most [`super::CLEANUP_BOUND`].
+async fn bounded<T>(step: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(super::CLEANUP_BOUND, step)
+        .await
+        .map_err(|_| format!("no answer within {:?}", super::CLEANUP_BOUND))
+}
+
+/// [`delete_queues`], bounded in time; on a time-out every queue counts as not deleted.
+async fn bounded_delete(channel: &Channel, queues: &[String]) -> Vec<(String, String)> {
+    match bounded(delete_queues(channel, queues)).await {
+        Ok(failed) => failed
+            .into_iter()
+            .map(|(queue, e)| (queue, e.to_string()))
+            .collect(),
+        Err(e) => queues.iter().map(|q| (q.clone(), e.clone())).collect(),
     }
 }
 
@@ -603,7 +638,7 @@ async fn send_open_loop(
         scheduled.push((id, at));
     }
     for c in confirms {
-        c.await?;
+        confirmed(c).await?;
     }
     Ok(scheduled)
 }
