@@ -208,13 +208,13 @@ fn read_tree(text: &str, limits: &Limits) -> Result<CdaDocument, DecodeError> {
     loop {
         match reader.read()? {
             Node::Start(element) => {
-                let ns = element.ns.map(|id| reader.namespace(id).to_owned());
-                let hl7 = ns.as_deref() == Some(HL7_NS);
+                let ns = element.ns.map(|id| reader.namespace(id));
+                let hl7 = ns == Some(HL7_NS);
                 if elements.is_empty() && !(hl7 && element.local == "ClinicalDocument") {
                     return Err(DecodeError::NotCda(format!(
                         "the root element is <{}> in namespace {}, not <ClinicalDocument> in {HL7_NS}",
                         element.name,
-                        ns.as_deref().unwrap_or("(none)")
+                        ns.unwrap_or("(none)")
                     )));
                 }
                 let attrs = element
