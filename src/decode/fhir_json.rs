@@ -555,7 +555,7 @@ pub fn scan(bytes: &[u8], max_depth: usize) -> Result<Shape<'_>, DecodeError> {
                 if depth == 1 {
                     if escaped_inside {
                         // An escaped key may read `entry` once unescaped: serde decides.
-                        if is_key(last_structural) && entry_array != EntryArray::Closed {
+                        if is_key(last_structural) {
                             entry_array = EntryArray::Unusable;
                         }
                     } else if is_key(last_structural) {
@@ -924,6 +924,7 @@ pub(crate) mod tests {
             r#"{"entry":[{"resource":{},"resource":{}}]}"#,
             r#"{"entry":[{"resourc\u0065":{}}]}"#,
             r#"{"entr\u0079":[{"resource":{}}]}"#,
+            r#"{"entry":[{"resource":{}}],"entr\u0079":[]}"#,
             r#"{"entry":[{"resource":{}}],"entry":[]}"#,
             r#"{"entry":{"resource":{}}}"#,
             r#"{"entry":[{"resource":{}}"#,

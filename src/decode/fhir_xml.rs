@@ -417,6 +417,8 @@ struct ObjectFrame<'m> {
     map: Map<String, Value>,
     /// Keys of repeating primitives (arrays aligned with `_key`), tidied at the end.
     primitive_arrays: Vec<&'m str>,
+    /// Those of them that have a `_key` array (an item had an `id` or extensions).
+    underscored: Vec<&'m str>,
     /// `Some` for a primitive element.
     primitive: Option<Kind>,
     /// A primitive's `value` attribute, kept apart from `map` (which then holds only what goes
@@ -588,6 +590,7 @@ fn open_resource(
         ctx,
         map,
         primitive_arrays: Vec::new(),
+        underscored: Vec::new(),
         primitive: None,
         value: None,
     };
@@ -632,6 +635,7 @@ fn open_element(
         ctx,
         map: Map::new(),
         primitive_arrays: Vec::new(),
+        underscored: Vec::new(),
         primitive,
         value: None,
     };
@@ -795,20 +799,20 @@ fn attach(
         }
         Child::Primitive(value, meta) if elem.repeats => {
             // `name` gets every item (`null` where one has no value); `_name` is made only when
-            // an item has an `id` or extensions, padded with `null`s to stay aligned.
-            let items = match parent
-                .map
-                .entry(key)
-                .or_insert_with(|| Value::Array(Vec::new()))
-            {
-                Value::Array(items) => items,
-                _ => return Err(format!("{path}.{key} appears in two forms")),
-            };
-            if items.is_empty() {
+            // an item has an `id` or extensions, padded with `null`s to stay aligned. Keys are
+            // looked up by `&str` first: a `String` is made only for a new array.
+            if !parent.map.contains_key(key) {
+                parent.map.insert(key.to_owned(), Value::Array(Vec::new()));
                 parent.primitive_arrays.push(key);
             }
+            let Some(Value::Array(items)) = parent.map.get_mut(key) else {
+                return Err(format!("{path}.{key} appears in two forms"));
+            };
             items.push(value.unwrap_or(Value::Null));
             let aligned = items.len();
+            if meta.is_none() && !parent.underscored.contains(&key) {
+                return Ok(());
+            }
             let underscore = format!("_{key}");
             match (parent.map.get_mut(&underscore), meta) {
                 (Some(Value::Array(metas)), meta) => {
@@ -819,6 +823,7 @@ fn attach(
                     let mut metas = vec![Value::Null; aligned - 1];
                     metas.push(Value::Object(meta));
                     parent.map.insert(underscore, Value::Array(metas));
+                    parent.underscored.push(key);
                 }
                 (None, None) => {}
             }
