@@ -11,6 +11,7 @@ use sociogate::config::AmqpConfig;
 use sociogate::decode::{DecodeError, Limits};
 use sociogate::intake::file;
 use sociogate::mappings::Mappings;
+use sociogate::model::Jurisdiction;
 use sociogate::pipeline::{Engine, Inbound, Processed};
 use sociogate::store::ledger::MemoryLedger;
 use time::Date;
@@ -104,6 +105,10 @@ enum Command {
         /// baselines alike, at least 1. Default: `serve`'s default.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         prefetch: Option<u16>,
+        /// Whose referrals the end-to-end, latency and memory parts send (repeatable, taken in
+        /// turn): de, nl, fi. Default: de. The in-process part always measures all three.
+        #[arg(long = "referrals", value_parser = parse_jurisdiction)]
+        referrals: Vec<Jurisdiction>,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
@@ -130,6 +135,13 @@ fn parse_date(s: &str) -> Result<Date, String> {
     Date::parse(s, format).map_err(|e| format!("{s:?} is not a date YYYY-MM-DD: {e}"))
 }
 
+fn parse_jurisdiction(s: &str) -> Result<Jurisdiction, String> {
+    [Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi]
+        .into_iter()
+        .find(|j| j.code() == s.to_ascii_lowercase())
+        .ok_or_else(|| format!("{s:?} is not one of de, nl, fi"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve { config, log_json } = &cli.command {
@@ -153,6 +165,7 @@ fn main() -> ExitCode {
         store,
         rates,
         prefetch,
+        referrals,
     } = &cli.command
     {
         let amqp = AmqpConfig::default();
@@ -168,6 +181,7 @@ fn main() -> ExitCode {
                 store: *store,
                 rates: rates.clone(),
             },
+            referrals: referrals.clone(),
         };
         return match bench(cli.mappings.clone(), *json, &opts) {
             Ok(()) => ExitCode::SUCCESS,

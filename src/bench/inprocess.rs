@@ -15,6 +15,8 @@ use crate::store::ledger::MemoryLedger;
 /// One row of the in-process table.
 #[derive(Debug, Clone, Serialize)]
 pub struct InProcessRow {
+    /// Whose referrals (`de`, `nl`, `fi`).
+    pub jurisdiction: &'static str,
     /// Format.
     pub format: &'static str,
     /// Size class.
@@ -109,6 +111,7 @@ pub fn pipeline_once(
 /// of each counts, so a noisy neighbour on the shared machine hurts both alike.
 pub fn measure(
     engine: &Engine,
+    jurisdiction: &'static str,
     format: &'static str,
     size: &'static str,
     messages: &[Vec<u8>],
@@ -156,6 +159,7 @@ pub fn measure(
     }
     let mb = |per_s: f64| per_s * bytes as f64 / 1_000_000.0;
     InProcessRow {
+        jurisdiction,
         format,
         size,
         bytes,

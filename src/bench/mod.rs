@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::Jurisdiction;
 use crate::pipeline::Engine;
 
 pub mod broker;
@@ -32,6 +33,9 @@ pub struct BenchOptions {
     pub prefetch: u16,
     /// Which parts, stores and loads to run (default: everything).
     pub selection: Selection,
+    /// Whose referrals the end-to-end, latency and memory parts send, in turn; empty: German
+    /// only (the workload of every run before 2026-12-07's fourth session).
+    pub referrals: Vec<Jurisdiction>,
 }
 
 /// A part of the benchmark.
@@ -94,6 +98,8 @@ pub struct Report {
     pub machine: String,
     /// Deliveries in flight per consumer, the gateway's and the baselines'.
     pub prefetch: u16,
+    /// Whose referrals the store-backed parts sent, in turn (`de`, `nl`, `fi`).
+    pub referrals: Vec<&'static str>,
     /// In-process rows.
     pub in_process: Vec<inprocess::InProcessRow>,
     /// End-to-end rows.
@@ -238,17 +244,40 @@ async fn scratch_store(
     }
 }
 
-/// `n` valid referrals of `size`.
-fn valid(seed: u64, size: Size, n: usize) -> Vec<Vec<u8>> {
-    workload::generate(
-        Spec {
-            seed,
-            invalid_share: 0.0,
-            shared_patients: 0,
-            size,
-        },
-        n,
-    )
+/// The jurisdictions whose referrals the store-backed parts send: German unless chosen.
+fn referrals(opts: &BenchOptions) -> &[Jurisdiction] {
+    if opts.referrals.is_empty() {
+        &[Jurisdiction::De]
+    } else {
+        &opts.referrals
+    }
+}
+
+/// `n` valid referrals of `size`, one of each of `referrals` in turn. Each jurisdiction's have
+/// a seed of their own, so their message ids differ too.
+fn valid(seed: u64, size: Size, n: usize, referrals: &[Jurisdiction]) -> Vec<Vec<u8>> {
+    let each = n.div_ceil(referrals.len().max(1));
+    let mut streams: Vec<std::vec::IntoIter<Vec<u8>>> = referrals
+        .iter()
+        .zip(0u64..)
+        .map(|(&jurisdiction, j)| {
+            workload::generate(
+                Spec {
+                    seed: seed.wrapping_add(j),
+                    invalid_share: 0.0,
+                    shared_patients: 0,
+                    size,
+                    jurisdiction,
+                },
+                each,
+            )
+            .into_iter()
+        })
+        .collect();
+    let k = streams.len().max(1);
+    (0..n)
+        .filter_map(|i| streams.get_mut(i % k).and_then(Iterator::next))
+        .collect()
 }
 
 /// Runs the benchmarks.
@@ -261,20 +290,30 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         rss_by_size: Vec::new(),
         skipped: Vec::new(),
         prefetch: opts.prefetch,
+        referrals: referrals(opts).iter().map(|j| j.code()).collect(),
     };
     let budget = Duration::from_millis(if opts.quick { 900 } else { 3_000 });
     let selection = &opts.selection;
-    let sizes = if selection.runs(Part::InProcess) {
-        &[(Size::Plain, 200), (Size::Medium, 40), (Size::Large, 8)][..]
+    // German referrals in every size (the rows earlier runs are compared with), Dutch and
+    // Finnish ones plain: their shapes differ, their sizes grow the same way.
+    let workloads = if selection.runs(Part::InProcess) {
+        &[
+            (Jurisdiction::De, Size::Plain, 200),
+            (Jurisdiction::De, Size::Medium, 40),
+            (Jurisdiction::De, Size::Large, 8),
+            (Jurisdiction::Nl, Size::Plain, 200),
+            (Jurisdiction::Fi, Size::Plain, 200),
+        ][..]
     } else {
         &[]
     };
-    for &(size, n) in sizes {
+    for &(jurisdiction, size, n) in workloads {
         let spec = Spec {
             seed: opts.seed,
             invalid_share: 0.1,
             shared_patients: 0,
             size,
+            jurisdiction,
         };
         let json = workload::generate(spec, n);
         // The same referrals as FHIR XML and as CDA: XML decode speed beside the JSON path.
@@ -287,6 +326,7 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
         ] {
             report.in_process.push(inprocess::measure(
                 engine,
+                jurisdiction.code(),
                 format,
                 size.name(),
                 messages,
@@ -326,6 +366,7 @@ pub async fn run(engine: &Engine, opts: &BenchOptions) -> Report {
             opts.seed ^ u64::from(rate),
             Size::Plain,
             rate as usize * seconds,
+            referrals(opts),
         )
     };
     // The broker alone at each load first: what the machine allows before any processing.
@@ -375,7 +416,7 @@ const END_TO_END_ROUNDS: usize = 3;
 /// then the gateway with each store on a fresh database; the round with the median ratio stands
 /// for the store, and every round's ratio is kept.
 async fn run_end_to_end(opts: &BenchOptions, stores: &[StoreKind], mut report: Report) -> Report {
-    let messages = valid(opts.seed, Size::Plain, opts.messages);
+    let messages = valid(opts.seed, Size::Plain, opts.messages, referrals(opts));
     let rounds = if opts.quick { 1 } else { END_TO_END_ROUNDS };
     let mut measured: Vec<Vec<Round>> = stores.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
@@ -471,7 +512,7 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
             &opts.amqp_url,
             &sqlite_url(),
             "sqlite",
-            &valid(opts.seed, size, n),
+            &valid(opts.seed, size, n, referrals(opts)),
             opts.prefetch,
         )
         .await
@@ -487,16 +528,21 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
 
 /// The human table: one section per part that produced rows.
 pub fn table(report: &Report) -> String {
-    let mut out = format!("machine: {}\n", report.machine);
+    let mut out = format!(
+        "machine: {}\nreferrals sent through serve: {}\n",
+        report.machine,
+        report.referrals.join(", ")
+    );
     if !report.in_process.is_empty() {
         out.push_str("\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone\n");
         out.push_str(
-            "format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
+            "referrals  format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
         );
     }
     for r in &report.in_process {
         out.push_str(&format!(
-            "{:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}\n",
+            "{:<10} {:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}\n",
+            r.jurisdiction,
             r.format,
             r.size,
             r.bytes,
@@ -592,5 +638,69 @@ mod tests {
         assert_eq!(ratios, ["0.40", "0.55", "0.50"]);
         assert_eq!(row.peak_rss_mb, 61.0);
         assert!(median_round("sqlite", 10, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn the_store_backed_parts_send_the_chosen_jurisdictions_in_turn() {
+        let resource_of = |message: &[u8], kind: &str| -> serde_json::Value {
+            let bundle: serde_json::Value = serde_json::from_slice(message).unwrap_or_default();
+            bundle["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["resource"].clone())
+                .find(|r| r["resourceType"] == kind)
+                .unwrap_or_default()
+        };
+        let mixed = valid(
+            9,
+            Size::Plain,
+            7,
+            &[Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi],
+        );
+        assert_eq!(mixed.len(), 7);
+        let systems: Vec<String> = mixed
+            .iter()
+            .map(|m| {
+                let patient = resource_of(m, "Patient");
+                patient["identifier"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["system"].as_str())
+                    .find(|s| {
+                        s.contains("kvid") || s.ends_with("/bsn") || s.ends_with("1.2.246.21")
+                    })
+                    .unwrap_or("none")
+                    .to_owned()
+            })
+            .collect();
+        for (i, system) in systems.iter().enumerate() {
+            let expected = ["kvid", "/bsn", "1.2.246.21"][i % 3];
+            assert!(system.contains(expected), "message {i}: {system}");
+        }
+        let ids: std::collections::HashSet<String> = mixed
+            .iter()
+            .map(|m| {
+                let bundle: serde_json::Value = serde_json::from_slice(m).unwrap_or_default();
+                bundle["identifier"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 7, "every message has an id of its own");
+        // German alone is the workload of the earlier runs, message for message.
+        let german = Spec {
+            seed: 9,
+            invalid_share: 0.0,
+            shared_patients: 0,
+            size: Size::Plain,
+            jurisdiction: Jurisdiction::De,
+        };
+        assert_eq!(
+            valid(9, Size::Plain, 4, &[Jurisdiction::De]),
+            workload::generate(german, 4)
+        );
     }
 }

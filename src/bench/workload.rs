@@ -1,10 +1,15 @@
-//! Deterministic workload: realistic German referrals in three sizes, valid and invalid in a
-//! configurable mix, distinct patients or a shared pool, all from one seed.
+//! Deterministic workload: realistic German, Dutch and Finnish referrals in three sizes, valid
+//! and invalid in a configurable mix, distinct patients or a shared pool, all from one seed.
+//!
+//! Each jurisdiction's messages are made from its accepted examples in `examples/` (FHIR JSON
+//! and CDA), with a patient identifier of their own that passes its check (KVNR, BSN, HETU).
 
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
+
+use crate::model::Jurisdiction;
 
 /// Message sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +44,67 @@ pub struct Spec {
     pub shared_patients: u32,
     /// Size class.
     pub size: Size,
+    /// Whose referrals: German (§ 37a SGB V), Dutch (clinical sociotherapie) or Finnish
+    /// (sosiaalinen kuntoutus).
+    pub jurisdiction: Jurisdiction,
 }
 
 const TEMPLATE: &str = include_str!("../../examples/de-first-prescription-message.json");
+const NL_TEMPLATE: &str = include_str!("../../examples/nl-clinical-sociotherapy-accepted.json");
+/// The Dutch invalid referral: no agreement with the client on the plan (NL-CN-01).
+const NL_REJECTED: &str = include_str!("../../examples/nl-rejected-no-consent.json");
+const FI_TEMPLATE: &str = include_str!("../../examples/fi-social-rehabilitation-accepted.json");
+/// The Finnish invalid referral: no service-needs assessment before the service (FI-AS-01).
+const FI_REJECTED: &str = include_str!("../../examples/fi-rejected-no-needs-assessment.json");
+
+const BSN_SYSTEM: &str = "http://fhir.nl/fhir/NamingSystem/bsn";
+const HETU_SYSTEM: &str = "urn:oid:1.2.246.21";
+
+/// Patient `n`'s identifier in `jurisdiction`: a KVNR, BSN or HETU that passes its check,
+/// distinct for every `n` below ten million.
+pub fn patient_id(jurisdiction: Jurisdiction, n: u64) -> String {
+    match jurisdiction {
+        Jurisdiction::De => kvnr(10_000_000 + n),
+        Jurisdiction::Nl => bsn(n),
+        Jurisdiction::Fi => hetu(n),
+    }
+}
+
+/// A BSN for `n` that passes the 11-proef: eight digits from `n`, then the check digit.
+pub fn bsn(n: u64) -> String {
+    let weighted = |body: u64| {
+        format!("{body:08}")
+            .bytes()
+            .zip((2..=9).rev())
+            .map(|(d, w)| u64::from(d - b'0') * w)
+            .sum::<u64>()
+    };
+    let mut body = 20_000_000 + n % 10_000_000;
+    if weighted(body) % 11 == 10 {
+        // No check digit fits: a leading 3 instead of 2 adds 9 to the sum (10 + 9 = 8 mod 11),
+        // and no other n gives this body.
+        body += 10_000_000;
+    }
+    format!("{body:08}{}", weighted(body) % 11)
+}
+
+/// A HETU for `n`: a birth date from 1950 to 1989, an individual number from 002 to 899 (not a
+/// temporary one) and the check character.
+pub fn hetu(n: u64) -> String {
+    const CHECK: &[u8] = b"0123456789ABCDEFHJKLMNPRSTUVWXY";
+    let day = 1 + n % 28;
+    let month = 1 + (n / 28) % 12;
+    let year = 50 + (n / 336) % 40;
+    let individual = 2 + (n / 13_440) % 898;
+    let number = ((day * 100 + month) * 100 + year) * 1000 + individual;
+    let check = char::from(CHECK[(number % 31) as usize]);
+    format!("{day:02}{month:02}{year:02}-{individual:03}{check}")
+}
+
+/// The birth date a HETU made by [`hetu`] encodes, as FHIR writes it (`19YY-MM-DD`).
+fn hetu_birth_date(hetu: &str) -> String {
+    format!("19{}-{}-{}", &hetu[4..6], &hetu[2..4], &hetu[0..2])
+}
 
 /// A valid KVNR for `n`.
 pub fn kvnr(n: u64) -> String {
@@ -53,10 +116,14 @@ pub fn kvnr(n: u64) -> String {
         .unwrap_or_else(|| format!("{letter}{body}0"))
 }
 
+/// Removes every resource's narrative (`text` holding a `div`). A CodeableConcept's `text` is
+/// data (a Finnish plan's goals are written there) and stays.
 fn strip_narrative(value: &mut Value) {
     match value {
         Value::Object(obj) => {
-            obj.remove("text");
+            if obj.get("text").is_some_and(|t| t.get("div").is_some()) {
+                obj.remove("text");
+            }
             obj.values_mut().for_each(strip_narrative);
         }
         Value::Array(items) => items.iter_mut().for_each(strip_narrative),
@@ -100,31 +167,53 @@ fn words(rng: &mut ChaCha8Rng, bytes: usize) -> String {
 /// Generates `n` referrals as compact FHIR JSON.
 pub fn generate(spec: Spec, n: usize) -> Vec<Vec<u8>> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut template: Value = serde_json::from_str(TEMPLATE).unwrap_or(Value::Null);
-    strip_narrative(&mut template);
+    let parse = |text: &str| {
+        let mut template: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        strip_narrative(&mut template);
+        template
+    };
+    let de = spec.jurisdiction == Jurisdiction::De;
+    // Germany's invalid referrals are the accepted one with a GAF above the limit; the others'
+    // are their rejected examples.
+    let (template, rejected) = match spec.jurisdiction {
+        Jurisdiction::De => (parse(TEMPLATE), None),
+        Jurisdiction::Nl => (parse(NL_TEMPLATE), Some(parse(NL_REJECTED))),
+        Jurisdiction::Fi => (parse(FI_TEMPLATE), Some(parse(FI_REJECTED))),
+    };
     (0..n)
         .map(|i| {
-            let mut bundle = template.clone();
             let patient = if spec.shared_patients > 0 {
                 rng.random_range(0..u64::from(spec.shared_patients))
             } else {
                 i as u64
             };
-            let kvnr = kvnr(10_000_000 + patient);
+            let patient_id = patient_id(spec.jurisdiction, patient);
             let invalid = rng.random_bool(spec.invalid_share.clamp(0.0, 1.0));
+            let mut bundle = match (&rejected, invalid) {
+                (Some(rejected), true) => rejected.clone(),
+                _ => template.clone(),
+            };
             bundle["identifier"]["value"] = json!(format!("urn:uuid:{}", uuid::Uuid::from_u64_pair(spec.seed, i as u64)));
             for entry in bundle["entry"].as_array_mut().into_iter().flatten() {
                 let resource = &mut entry["resource"];
                 match resource["resourceType"].as_str() {
                     Some("Patient") => {
                         for id in resource["identifier"].as_array_mut().into_iter().flatten() {
-                            id["value"] = json!(kvnr);
+                            let system = id["system"].as_str();
+                            if de || system == Some(BSN_SYSTEM) || system == Some(HETU_SYSTEM) {
+                                id["value"] = json!(patient_id);
+                            }
+                        }
+                        if spec.jurisdiction == Jurisdiction::Fi {
+                            resource["birthDate"] = json!(hetu_birth_date(&patient_id));
                         }
                     }
-                    Some("Coverage") => resource["subscriberId"] = json!(kvnr),
+                    Some("Coverage") if de => resource["subscriberId"] = json!(patient_id),
                     Some("ServiceRequest") => {
-                        // 10 units: a shared patient reaches the budget after 12 referrals.
-                        resource["quantityQuantity"]["value"] = json!(10);
+                        if de {
+                            // 10 units: a shared patient reaches the budget after 12 referrals.
+                            resource["quantityQuantity"]["value"] = json!(10);
+                        }
                         if spec.size != Size::Plain {
                             let text = words(&mut rng, 40_000);
                             resource["text"] = json!({
@@ -133,7 +222,7 @@ pub fn generate(spec: Spec, n: usize) -> Vec<Vec<u8>> {
                             });
                         }
                     }
-                    Some("Observation") if invalid => resource["valueInteger"] = json!(55),
+                    Some("Observation") if invalid && de => resource["valueInteger"] = json!(55),
                     _ => {}
                 }
             }
@@ -204,10 +293,28 @@ const CDA_KVNR: &str = "extension=\"L204187362\"";
 const CDA_DOCUMENT_ID: &str = "extension=\"CDA-SV-2026-0815\"";
 const CDA_GAF: &str = "<value xsi:type=\"INT\" value=\"35\"/>";
 const CDA_BODY_END: &str = "</structuredBody>";
+const NL_CDA_TEMPLATE: &str = include_str!("../../examples/nl-clinical-sociotherapy.cda.xml");
+const NL_CDA_BSN: &str = "<id root=\"2.16.840.1.113883.2.4.6.3\" extension=\"908301662\"/>";
+const NL_CDA_DOCUMENT_ID: &str = "extension=\"CDA-VW-2026-004711\"";
+const FI_CDA_TEMPLATE: &str = include_str!("../../examples/fi-social-rehabilitation.cda.xml");
+const FI_CDA_HETU: &str = "<id root=\"1.2.246.21\" extension=\"140387-264D\"/>";
+const FI_CDA_DOCUMENT_ID: &str = "extension=\"CDA-SK-2026-0418\"";
+const FI_CDA_BIRTH_TIME: &str = "<birthTime value=\"19870314\"/>";
 
-/// Generates `n` German referrals as CDA R2 documents (the twin of the JSON workload): the
-/// example CDA referral with its own KVNR and document id; 50 KB adds a narrative section, 500 KB
-/// a PDF as an `observationMedia` entry.
+/// `id` with its last character changed: a BSN or HETU that fails its check (the Dutch and
+/// Finnish invalid CDA referrals; NL-ID-01, FI-ID-01).
+fn spoil_check(id: &str) -> String {
+    let mut out = id.to_owned();
+    let last = out.pop().map_or('0', |c| if c == '0' { '1' } else { '0' });
+    out.push(last);
+    out
+}
+
+/// Generates `n` referrals as CDA R2 documents (the twin of the JSON workload): the
+/// jurisdiction's example CDA referral with its own patient identifier and document id; 50 KB
+/// adds a narrative section, 500 KB a PDF as an `observationMedia` entry. Invalid German
+/// documents carry a GAF above the limit (DE-DX-05), Dutch and Finnish ones a patient
+/// identifier that fails its check.
 pub fn generate_cda(spec: Spec, n: usize) -> Vec<Vec<u8>> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     (0..n)
@@ -217,17 +324,38 @@ pub fn generate_cda(spec: Spec, n: usize) -> Vec<Vec<u8>> {
             } else {
                 i as u64
             };
-            let kvnr = kvnr(10_000_000 + patient);
+            let patient_id = patient_id(spec.jurisdiction, patient);
             let invalid = rng.random_bool(spec.invalid_share.clamp(0.0, 1.0));
-            let mut doc = CDA_TEMPLATE
-                .replace(CDA_KVNR, &format!("extension=\"{kvnr}\""))
-                .replace(
-                    CDA_DOCUMENT_ID,
-                    &format!("extension=\"{}\"", uuid::Uuid::from_u64_pair(spec.seed, i as u64)),
-                );
-            if invalid {
-                doc = doc.replace(CDA_GAF, "<value xsi:type=\"INT\" value=\"55\"/>");
-            }
+            let document_id = format!("extension=\"{}\"", uuid::Uuid::from_u64_pair(spec.seed, i as u64));
+            let mut doc = match spec.jurisdiction {
+                Jurisdiction::De => {
+                    let doc = CDA_TEMPLATE
+                        .replace(CDA_KVNR, &format!("extension=\"{patient_id}\""))
+                        .replace(CDA_DOCUMENT_ID, &document_id);
+                    if invalid {
+                        doc.replace(CDA_GAF, "<value xsi:type=\"INT\" value=\"55\"/>")
+                    } else {
+                        doc
+                    }
+                }
+                Jurisdiction::Nl => {
+                    let bsn = if invalid { spoil_check(&patient_id) } else { patient_id };
+                    NL_CDA_TEMPLATE
+                        .replace(
+                            NL_CDA_BSN,
+                            &format!("<id root=\"2.16.840.1.113883.2.4.6.3\" extension=\"{bsn}\"/>"),
+                        )
+                        .replace(NL_CDA_DOCUMENT_ID, &document_id)
+                }
+                Jurisdiction::Fi => {
+                    let birth = hetu_birth_date(&patient_id).replace('-', "");
+                    let hetu = if invalid { spoil_check(&patient_id) } else { patient_id };
+                    FI_CDA_TEMPLATE
+                        .replace(FI_CDA_HETU, &format!("<id root=\"1.2.246.21\" extension=\"{hetu}\"/>"))
+                        .replace(FI_CDA_DOCUMENT_ID, &document_id)
+                        .replace(FI_CDA_BIRTH_TIME, &format!("<birthTime value=\"{birth}\"/>"))
+                }
+            };
             let mut extra = String::new();
             if spec.size != Size::Plain {
                 extra.push_str(&format!(
@@ -267,6 +395,7 @@ mod tests {
             invalid_share: 0.2,
             shared_patients: 0,
             size: Size::Plain,
+            jurisdiction: Jurisdiction::De,
         };
         assert_eq!(generate(spec, 5), generate(spec, 5));
         let plain = generate(spec, 1)[0].len();
@@ -315,6 +444,7 @@ mod cda_tests {
                     invalid_share,
                     shared_patients: 0,
                     size,
+                    jurisdiction: Jurisdiction::De,
                 };
                 let docs = generate_cda(spec, 2);
                 assert_ne!(docs[0], docs[1], "distinct patients and ids");
@@ -345,9 +475,167 @@ mod cda_tests {
                 invalid_share: 0.0,
                 shared_patients: 0,
                 size: Size::Large,
+                jurisdiction: Jurisdiction::De,
             },
             1,
         );
         assert!(large[0].len() > 450_000, "{}", large[0].len());
+    }
+}
+
+#[cfg(test)]
+mod jurisdiction_tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::check::ids::{bsn_valid, hetu_parse, kvnr_valid};
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::pipeline::{Engine, Inbound};
+    use crate::store::ledger::MemoryLedger;
+
+    #[test]
+    fn patient_ids_pass_their_checks_and_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for n in (0..200_000u64).chain([9_999_999, 1_234_567]) {
+            let (bsn, hetu) = (bsn(n), hetu(n));
+            assert!(bsn_valid(&bsn), "BSN {bsn} of {n}");
+            let parsed = hetu_parse(&hetu).unwrap_or_else(|| panic!("HETU {hetu} of {n}"));
+            assert!(!parsed.temporary, "{hetu}");
+            assert!((1950..1990).contains(&parsed.birth_year), "{hetu}");
+            assert_eq!(hetu_birth_date(&hetu).len(), 10);
+            assert!(seen.insert(bsn), "BSN of {n} repeats");
+            assert!(seen.insert(hetu), "HETU of {n} repeats");
+        }
+        assert!(kvnr_valid(&patient_id(Jurisdiction::De, 5)));
+        assert_eq!(patient_id(Jurisdiction::Nl, 5), bsn(5));
+        assert_eq!(patient_id(Jurisdiction::Fi, 5), hetu(5));
+    }
+
+    #[test]
+    fn a_spoiled_check_fails_it() {
+        for n in [0u64, 7, 99, 12_345] {
+            assert!(!bsn_valid(&spoil_check(&bsn(n))), "{}", bsn(n));
+            assert!(hetu_parse(&spoil_check(&hetu(n))).is_none(), "{}", hetu(n));
+        }
+    }
+
+    /// Every jurisdiction's workload, in every format and size, gets the verdict it was made
+    /// for: accepted when valid, rejected for the one reason it was spoiled with.
+    #[test]
+    fn every_jurisdiction_format_and_size_keeps_its_verdict() {
+        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
+            Ok(e) => e,
+            Err(e) => panic!("mappings must load: {e}"),
+        };
+        let today = time::macros::date!(2026 - 11 - 15);
+        let cases = [
+            (Jurisdiction::De, "DE-DX-05", "DE-DX-05"),
+            (Jurisdiction::Nl, "NL-CN-01", "NL-ID-01"),
+            (Jurisdiction::Fi, "FI-AS-01", "FI-ID-01"),
+        ];
+        for (jurisdiction, fhir_rejection, cda_rejection) in cases {
+            for size in [Size::Plain, Size::Medium, Size::Large] {
+                for invalid in [false, true] {
+                    let spec = Spec {
+                        seed: 11,
+                        invalid_share: if invalid { 1.0 } else { 0.0 },
+                        shared_patients: 0,
+                        size,
+                        jurisdiction,
+                    };
+                    let json = generate(spec, 2);
+                    let xml = to_fhir_xml(&json);
+                    let cda = generate_cda(spec, 2);
+                    assert_eq!(xml.len(), 2, "every JSON referral has its XML twin");
+                    for (format, docs, rejection) in [
+                        ("json", &json, fhir_rejection),
+                        ("xml", &xml, fhir_rejection),
+                        ("cda", &cda, cda_rejection),
+                    ] {
+                        assert_ne!(docs[0], docs[1], "distinct patients and ids");
+                        for doc in docs {
+                            let inbound = Inbound {
+                                bytes: doc,
+                                content_type: None,
+                                message_id: None,
+                                jurisdiction: None,
+                            };
+                            let mut ledger = MemoryLedger::default();
+                            let processed = match engine.process(inbound, &mut ledger, today) {
+                                Ok(p) => p,
+                                Err(e) => panic!("{e}"),
+                            };
+                            let errors: Vec<&str> = processed
+                                .issues
+                                .iter()
+                                .filter(|i| i.severity >= crate::check::Severity::Error)
+                                .map(|i| i.code.as_str())
+                                .collect();
+                            let what = format!("{} {format} {}", jurisdiction.code(), size.name());
+                            let mapped = processed.referral.as_ref().and_then(|r| r.jurisdiction);
+                            assert_eq!(mapped, Some(jurisdiction), "{what}");
+                            if invalid {
+                                assert_eq!(processed.verdict, Verdict::Rejected, "{what}");
+                                assert_eq!(errors, [rejection], "{what}");
+                            } else {
+                                assert_eq!(
+                                    processed.verdict,
+                                    Verdict::Accepted,
+                                    "{what} {errors:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use crate::config::AmqpConfig;
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::pipeline::Engine;
+    use crate::store::ledger::MemoryLedger;
+
+    /// The end-to-end run waits for one provider and one insurer output per valid referral,
+    /// whatever the jurisdiction.
+    #[test]
+    fn a_valid_referral_of_every_jurisdiction_plans_one_provider_and_one_insurer_output() {
+        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
+            Ok(e) => e,
+            Err(e) => panic!("mappings must load: {e}"),
+        };
+        let cfg = AmqpConfig {
+            publish_canonical: false,
+            ..AmqpConfig::default()
+        };
+        let today = time::macros::date!(2026 - 11 - 15);
+        for jurisdiction in [Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi] {
+            let spec = Spec {
+                seed: 5,
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size: Size::Plain,
+                jurisdiction,
+            };
+            for json in generate(spec, 3) {
+                let mut ledger = MemoryLedger::default();
+                let outputs = crate::bench::inprocess::pipeline_once(
+                    &engine,
+                    &cfg,
+                    &json,
+                    &mut ledger,
+                    today,
+                )
+                .unwrap_or_default();
+                let mut kinds: Vec<&str> = outputs.iter().map(|o| o.kind.as_str()).collect();
+                kinds.sort_unstable();
+                assert_eq!(kinds, ["insurer", "provider"], "{}", jurisdiction.code());
+            }
+        }
     }
 }
