@@ -195,8 +195,6 @@ mod tests {
     use super::*;
     use crate::bench::workload::{Size, Spec, generate};
     use crate::check::Verdict;
-    use crate::decode::Limits;
-    use crate::mappings::Mappings;
     use crate::model::Jurisdiction;
 
     #[test]
@@ -221,10 +219,7 @@ mod tests {
     /// accepted in a fresh ledger, and the same patients' budgets run out over repeated passes.
     #[test]
     fn repeated_passes_over_one_ledger_turn_german_referrals_into_rejections() {
-        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
-            Ok(e) => e,
-            Err(e) => panic!("mappings must load: {e}"),
-        };
+        let engine = crate::bench::workload::engine_tests::engine();
         let today = time::macros::date!(2026 - 11 - 15);
         let messages = generate(
             Spec {

@@ -421,21 +421,29 @@ mod tests {
     }
 }
 
+/// Tests that run the workload through the engine.
 #[cfg(test)]
-mod cda_tests {
+pub(crate) mod engine_tests {
     use super::*;
     use crate::check::Verdict;
+    use crate::check::ids::{bsn_valid, hetu_parse, kvnr_valid};
+    use crate::config::AmqpConfig;
     use crate::decode::Limits;
     use crate::mappings::Mappings;
     use crate::pipeline::{Engine, Inbound};
     use crate::store::ledger::MemoryLedger;
 
-    #[test]
-    fn cda_workload_documents_pass_the_schema_and_keep_their_verdicts() {
-        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
+    /// The engine with the project's mappings.
+    pub(crate) fn engine() -> Engine {
+        match Engine::load(&Mappings::default_dir(), Limits::default()) {
             Ok(e) => e,
             Err(e) => panic!("mappings must load: {e}"),
-        };
+        }
+    }
+
+    #[test]
+    fn cda_workload_documents_pass_the_schema_and_keep_their_verdicts() {
+        let engine = engine();
         let today = time::macros::date!(2026 - 11 - 15);
         for size in [Size::Plain, Size::Medium, Size::Large] {
             for (invalid_share, expected) in [(0.0, Verdict::Accepted), (1.0, Verdict::Rejected)] {
@@ -481,17 +489,6 @@ mod cda_tests {
         );
         assert!(large[0].len() > 450_000, "{}", large[0].len());
     }
-}
-
-#[cfg(test)]
-mod jurisdiction_tests {
-    use super::*;
-    use crate::check::Verdict;
-    use crate::check::ids::{bsn_valid, hetu_parse, kvnr_valid};
-    use crate::decode::Limits;
-    use crate::mappings::Mappings;
-    use crate::pipeline::{Engine, Inbound};
-    use crate::store::ledger::MemoryLedger;
 
     #[test]
     fn patient_ids_pass_their_checks_and_are_distinct() {
@@ -523,10 +520,7 @@ mod jurisdiction_tests {
     /// for: accepted when valid, rejected for the one reason it was spoiled with.
     #[test]
     fn every_jurisdiction_format_and_size_keeps_its_verdict() {
-        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
-            Ok(e) => e,
-            Err(e) => panic!("mappings must load: {e}"),
-        };
+        let engine = engine();
         let today = time::macros::date!(2026 - 11 - 15);
         let cases = [
             (Jurisdiction::De, "DE-DX-05", "DE-DX-05"),
@@ -590,25 +584,12 @@ mod jurisdiction_tests {
             }
         }
     }
-}
-
-#[cfg(test)]
-mod output_tests {
-    use super::*;
-    use crate::config::AmqpConfig;
-    use crate::decode::Limits;
-    use crate::mappings::Mappings;
-    use crate::pipeline::Engine;
-    use crate::store::ledger::MemoryLedger;
 
     /// The end-to-end run waits for one provider and one insurer output per valid referral,
     /// whatever the jurisdiction.
     #[test]
     fn a_valid_referral_of_every_jurisdiction_plans_one_provider_and_one_insurer_output() {
-        let engine = match Engine::load(&Mappings::default_dir(), Limits::default()) {
-            Ok(e) => e,
-            Err(e) => panic!("mappings must load: {e}"),
-        };
+        let engine = engine();
         let cfg = AmqpConfig {
             publish_canonical: false,
             ..AmqpConfig::default()
