@@ -433,6 +433,20 @@ pub(crate) mod engine_tests {
     use crate::pipeline::{Engine, Inbound};
     use crate::store::ledger::MemoryLedger;
 
+    /// `doc` through `engine` on an empty ledger, as of `today`.
+    fn process(engine: &Engine, doc: &[u8], today: time::Date) -> crate::pipeline::Processed {
+        let inbound = Inbound {
+            bytes: doc,
+            content_type: None,
+            message_id: None,
+            jurisdiction: None,
+        };
+        match engine.process(inbound, &mut MemoryLedger::default(), today) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// The engine with the project's mappings.
     pub(crate) fn engine() -> Engine {
         match Engine::load(&Mappings::default_dir(), Limits::default()) {
@@ -457,17 +471,7 @@ pub(crate) mod engine_tests {
                 let docs = generate_cda(spec, 2);
                 assert_ne!(docs[0], docs[1], "distinct patients and ids");
                 for doc in &docs {
-                    let inbound = Inbound {
-                        bytes: doc,
-                        content_type: None,
-                        message_id: None,
-                        jurisdiction: None,
-                    };
-                    let mut ledger = MemoryLedger::default();
-                    let processed = match engine.process(inbound, &mut ledger, today) {
-                        Ok(p) => p,
-                        Err(e) => panic!("{e}"),
-                    };
+                    let processed = process(&engine, doc, today);
                     let codes: Vec<&str> =
                         processed.issues.iter().map(|i| i.code.as_str()).collect();
                     assert_eq!(processed.verdict, expected, "{} {codes:?}", size.name());
@@ -548,17 +552,7 @@ pub(crate) mod engine_tests {
                     ] {
                         assert_ne!(docs[0], docs[1], "distinct patients and ids");
                         for doc in docs {
-                            let inbound = Inbound {
-                                bytes: doc,
-                                content_type: None,
-                                message_id: None,
-                                jurisdiction: None,
-                            };
-                            let mut ledger = MemoryLedger::default();
-                            let processed = match engine.process(inbound, &mut ledger, today) {
-                                Ok(p) => p,
-                                Err(e) => panic!("{e}"),
-                            };
+                            let processed = process(&engine, doc, today);
                             let errors: Vec<&str> = processed
                                 .issues
                                 .iter()
