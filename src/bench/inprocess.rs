@@ -152,7 +152,6 @@ pub fn measure(
         let decode = rate(messages, budget / 6, |_, bytes| {
             std::hint::black_box(crate::decode::decode(bytes, None, &limits).is_ok());
         });
-        let mut ledger = MemoryLedger::default();
         let check = rate(messages, budget / 6, |first, bytes| {
             if first {
                 ledger = MemoryLedger::default();

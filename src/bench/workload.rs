@@ -70,35 +70,35 @@ pub fn patient_id(jurisdiction: Jurisdiction, n: u64) -> String {
     }
 }
 
-/// A BSN for `n` that passes the 11-proef: eight digits from `n`, then the check digit.
+/// A BSN for `n` that passes the 11-proef: eight digits from `n`, then the check digit that
+/// the gateway's own check accepts (as [`kvnr`] does).
 pub fn bsn(n: u64) -> String {
-    let weighted = |body: u64| {
-        format!("{body:08}")
-            .bytes()
-            .zip((2..=9).rev())
-            .map(|(d, w)| u64::from(d - b'0') * w)
-            .sum::<u64>()
+    let with_check = |body: u64| {
+        (0..10)
+            .map(|check| format!("{body:08}{check}"))
+            .find(|c| crate::check::ids::bsn_valid(c))
     };
-    let mut body = 20_000_000 + n % 10_000_000;
-    if weighted(body) % 11 == 10 {
-        // No check digit fits: a leading 3 instead of 2 adds 9 to the sum (10 + 9 = 8 mod 11),
-        // and no other n gives this body.
-        body += 10_000_000;
-    }
-    format!("{body:08}{}", weighted(body) % 11)
+    let body = 20_000_000 + n % 10_000_000;
+    // For a tenth of the bodies no check digit fits; a leading 3 instead of 2 changes the
+    // weighted sum by 9, so one fits there, and no other n gives that body.
+    with_check(body)
+        .or_else(|| with_check(body + 10_000_000))
+        .unwrap_or_else(|| format!("{body:08}0"))
 }
 
 /// A HETU for `n`: a birth date from 1950 to 1989, an individual number from 002 to 899 (not a
-/// temporary one) and the check character.
+/// temporary one) and the check character that the gateway's own check accepts.
 pub fn hetu(n: u64) -> String {
-    const CHECK: &[u8] = b"0123456789ABCDEFHJKLMNPRSTUVWXY";
     let day = 1 + n % 28;
     let month = 1 + (n / 28) % 12;
     let year = 50 + (n / 336) % 40;
     let individual = 2 + (n / 13_440) % 898;
-    let number = ((day * 100 + month) * 100 + year) * 1000 + individual;
-    let check = char::from(CHECK[(number % 31) as usize]);
-    format!("{day:02}{month:02}{year:02}-{individual:03}{check}")
+    let stem = format!("{day:02}{month:02}{year:02}-{individual:03}");
+    ('0'..='9')
+        .chain('A'..='Z')
+        .map(|check| format!("{stem}{check}"))
+        .find(|c| crate::check::ids::hetu_parse(c).is_some())
+        .unwrap_or_else(|| format!("{stem}0"))
 }
 
 /// The birth date a HETU made by [`hetu`] encodes, as FHIR writes it (`19YY-MM-DD`).
