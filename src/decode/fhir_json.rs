@@ -158,8 +158,9 @@ fn bundle_by_entries(
         Some(entries) => entries,
         None => entry_ranges_by_serde(bytes)?,
     };
-    // Invalid UTF-8 is the general path's to explain.
-    let text = std::str::from_utf8(bytes).ok()?;
+    // Invalid UTF-8 is the general path's to explain. simdutf8 checks a German narrative
+    // (an umlaut every few words) several times faster than `std::str::from_utf8`.
+    let text = simdutf8::basic::from_utf8(bytes).ok()?;
     let texts = entries
         .iter()
         .flatten()

@@ -89,7 +89,9 @@ pub fn to_utf8(bytes: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
             // as Shift_JIS is refused for its encoding rather than as broken UTF-8.
             let head = String::from_utf8_lossy(&body[..body.len().min(1024)]);
             check_declared_encoding(&head, encoding)?;
-            match std::str::from_utf8(body) {
+            // simdutf8's `compat` check says where the first bad byte is, as std's does, and
+            // reads mixed-language text several times faster.
+            match simdutf8::compat::from_utf8(body) {
                 Ok(text) => Cow::Borrowed(text),
                 Err(e) => {
                     return Err(DecodeError::NotUtf8(format!(
@@ -780,6 +782,22 @@ mod tests {
             to_utf8(&[0xFF, 0xFE, b'<', 0, 0x00, 0xD8, b'>', 0]),
             Err(DecodeError::NotUtf8(_))
         ));
+        // Broken UTF-8 is refused with the position of its first bad byte, counted from the
+        // start of the message (the BOM included).
+        let mut broken = b"\xEF\xBB\xBF<a>R\xC3\xBCckzug \xC3</a>".to_vec();
+        assert_eq!(
+            to_utf8(&broken),
+            Err(DecodeError::NotUtf8(
+                "invalid UTF-8 byte sequence at byte 15".to_owned()
+            ))
+        );
+        broken.drain(..3);
+        assert_eq!(
+            to_utf8(&broken),
+            Err(DecodeError::NotUtf8(
+                "invalid UTF-8 byte sequence at byte 12".to_owned()
+            ))
+        );
     }
 
     #[test]

@@ -141,13 +141,14 @@ pub fn forwarded_entries<'a>(
     };
     let generated = |n: usize| format!("urn:uuid:{}", derived_uuid(gateway_id, n));
     if let Some(spans) = spans {
+        // Decode read these spans from valid UTF-8; the body is checked once, not span by span.
+        let Ok(text) = simdutf8::basic::from_utf8(body) else {
+            return out;
+        };
         for span in spans {
             // Decode took these ranges from this very body; a body they do not fit (a caller
             // that passed other bytes) yields nothing rather than a wrong resource.
-            let Some(raw) = body
-                .get(span.resource.clone())
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            else {
+            let Some(raw) = text.get(span.resource.clone()) else {
                 continue;
             };
             let full_url = span
@@ -194,8 +195,10 @@ pub fn forwarded_entries<'a>(
 }
 
 /// A Bundle of type message: the gateway's own entries, then the forwarded ones as they were.
-/// Written straight into one buffer: the gateway's resources are borrowed structs, the
-/// forwarded ones are copied as text (no `serde_json::Value` tree in between).
+/// Written straight into one string: the gateway's resources are borrowed structs, the
+/// forwarded ones are copied as text (no `serde_json::Value` tree in between). Only what
+/// serde_json writes is checked as UTF-8 (a few hundred bytes); the forwarded text is `&str`
+/// already, and checking it again cost as much as hashing it (a 50 KB referral, 2026-12-07).
 fn message_bundle(
     identifier: &str,
     header: (&str, &MessageHeader<'_>),
@@ -211,37 +214,46 @@ fn message_bundle(
         kind: "message",
         timestamp: &now(),
     };
-    let mut out: Vec<u8> =
-        Vec::with_capacity(forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 4096);
+    let mut out =
+        String::with_capacity(forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 4096);
+    let mut scratch = Vec::with_capacity(1024);
     // Writing into a Vec cannot fail, and these structs hold only strings and numbers.
-    let _ = serde_json::to_writer(&mut out, &head);
+    push_json(&mut out, &mut scratch, &head);
     // `head` is an object: reopen it to append the entries.
     out.pop();
-    out.extend_from_slice(b",\"entry\":[");
-    // Writing into a Vec cannot fail; the gateway's structs hold only strings and numbers.
-    let _ = write_entry(&mut out, header.0, header.1);
-    out.push(b',');
-    let _ = write_entry(&mut out, resource.0, resource.1);
+    out.push_str(",\"entry\":[");
+    write_entry(&mut out, &mut scratch, header.0, header.1);
+    out.push(',');
+    write_entry(&mut out, &mut scratch, resource.0, resource.1);
     for f in forwarded {
-        out.extend_from_slice(b",{\"fullUrl\":");
-        let _ = serde_json::to_writer(&mut out, f.full_url.as_str());
-        out.extend_from_slice(b",\"resource\":");
-        out.extend_from_slice(f.json.as_bytes());
-        out.push(b'}');
+        out.push_str(",{\"fullUrl\":");
+        push_json(&mut out, &mut scratch, f.full_url.as_str());
+        out.push_str(",\"resource\":");
+        out.push_str(&f.json);
+        out.push('}');
     }
-    out.extend_from_slice(b"]}");
-    // Every part is valid UTF-8: serde_json's output and the forwarded resources' `&str`.
-    String::from_utf8(out).unwrap_or_default()
+    out.push_str("]}");
+    out
+}
+
+/// Appends `value` as JSON. serde_json writes UTF-8 and cannot fail on these values (strings,
+/// numbers and structs of them); should it fail, nothing is appended.
+fn push_json(out: &mut String, scratch: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    scratch.clear();
+    if serde_json::to_writer(&mut *scratch, value).is_ok()
+        && let Ok(text) = std::str::from_utf8(scratch)
+    {
+        out.push_str(text);
+    }
 }
 
 /// Appends `{"fullUrl":…,"resource":…}`.
-fn write_entry(out: &mut Vec<u8>, url: &str, resource: &impl Serialize) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"fullUrl\":");
-    serde_json::to_writer(&mut *out, url)?;
-    out.extend_from_slice(b",\"resource\":");
-    serde_json::to_writer(&mut *out, resource)?;
-    out.push(b'}');
-    Ok(())
+fn write_entry(out: &mut String, scratch: &mut Vec<u8>, url: &str, resource: &impl Serialize) {
+    out.push_str("{\"fullUrl\":");
+    push_json(out, scratch, url);
+    out.push_str(",\"resource\":");
+    push_json(out, scratch, resource);
+    out.push('}');
 }
 
 /// The fields of a message Bundle before its entries.
@@ -653,6 +665,43 @@ mod tests {
             Value::Object(obj) => obj.values().map(nulls).sum(),
             _ => 0,
         }
+    }
+
+    /// A sender's German text (umlauts, `ß`, an escaped quote) reaches the provider byte for
+    /// byte through decode's spans; spans that do not fit the body (or a body that is not
+    /// UTF-8) forward nothing rather than a wrong resource.
+    #[test]
+    fn forwarded_text_is_the_senders_byte_for_byte_and_foreign_spans_forward_nothing() {
+        let body = r#"{"resourceType":"Bundle","entry":[{"fullUrl":"urn:uuid:sr-9","resource":{"resourceType":"ServiceRequest","note":[{"text":"Rückzug über \"Straße\" – 1.50"}]}}]}"#;
+        let start = body
+            .find("{\"resourceType\":\"ServiceRequest\"")
+            .unwrap_or(0);
+        let spans = [EntrySpan {
+            index: 0,
+            full_url: Some("urn:uuid:sr-9".into()),
+            resource_type: "ServiceRequest".into(),
+            resource: start..body.len() - 3,
+        }];
+        let entries = forwarded_entries("g-9", body.as_bytes(), None, Some(&spans));
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].json, &body[start..body.len() - 3]);
+        let bundle = provider_bundle("g-9", &entries);
+        assert!(bundle.contains(r#""note":[{"text":"Rückzug über \"Straße\" – 1.50"}]"#));
+        let parsed: Value = serde_json::from_str(&bundle).unwrap_or_default();
+        assert_eq!(
+            parsed["entry"][2]["resource"]["note"][0]["text"],
+            "Rückzug über \"Straße\" – 1.50"
+        );
+        // A span that ends inside `ü` is not a resource of this body.
+        let inside = body.find('ü').unwrap_or(0) + 1;
+        let foreign = [EntrySpan {
+            resource: start..inside,
+            ..spans[0].clone()
+        }];
+        assert!(forwarded_entries("g-9", body.as_bytes(), None, Some(&foreign)).is_empty());
+        let mut not_utf8 = body.as_bytes().to_vec();
+        not_utf8[start + 40] = 0xFF;
+        assert!(forwarded_entries("g-9", &not_utf8, None, Some(&spans)).is_empty());
     }
 
     #[test]
