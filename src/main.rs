@@ -475,7 +475,9 @@ fn bench(
 ) -> anyhow::Result<()> {
     let dir = mappings.unwrap_or_else(Mappings::default_dir);
     let engine = Engine::load(&dir, Limits::default())?;
-    let report = runtime()?.block_on(sociogate::bench::run(&engine, opts));
+    // Before the runtime: the in-process part wants a process with one thread (see there).
+    let in_process = sociogate::bench::run_in_process(&engine, opts);
+    let report = runtime()?.block_on(sociogate::bench::run(opts, in_process));
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
