@@ -287,7 +287,7 @@ fn valid(seed: u64, size: Size, n: usize, referrals: &[Jurisdiction]) -> Vec<Vec
 /// allocator takes a cheaper path while a process has one thread, and both sides of the ratio
 /// allocate: with the runtime's idle worker threads present, the bare parse (a quarter of its
 /// time in malloc and free) ran about a fifth slower and the pipeline about 5 %, so the German
-/// plain ratio read 0.54 where the same binary measured 0.45 here (2026-12-07, Intel Xeon).
+/// plain ratio read 0.54 where the same gateway code measured 0.45 here (2026-12-07, Intel Xeon).
 pub fn run_in_process(engine: &Engine, opts: &BenchOptions) -> Vec<inprocess::InProcessRow> {
     let mut rows = Vec::new();
     let selection = &opts.selection;
