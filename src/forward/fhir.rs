@@ -217,7 +217,6 @@ fn message_bundle(
     let mut out =
         String::with_capacity(forwarded.iter().map(|f| f.json.len() + 96).sum::<usize>() + 4096);
     let mut scratch = Vec::with_capacity(1024);
-    // Writing into a Vec cannot fail, and these structs hold only strings and numbers.
     push_json(&mut out, &mut scratch, &head);
     // `head` is an object: reopen it to append the entries.
     out.pop();
