@@ -136,9 +136,7 @@ fn parse_date(s: &str) -> Result<Date, String> {
 }
 
 fn parse_jurisdiction(s: &str) -> Result<Jurisdiction, String> {
-    [Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi]
-        .into_iter()
-        .find(|j| j.code() == s.to_ascii_lowercase())
+    Jurisdiction::from_code(&s.to_ascii_lowercase())
         .ok_or_else(|| format!("{s:?} is not one of de, nl, fi"))
 }
 

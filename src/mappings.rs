@@ -232,7 +232,7 @@ impl Mappings {
                 } else if name == "parameters.json" {
                     let value: serde_json::Value =
                         serde_json::from_slice(&bytes).map_err(parse_err)?;
-                    let jurisdiction = jurisdiction_of_folder(&folder).ok_or_else(|| {
+                    let jurisdiction = Jurisdiction::from_code(&folder).ok_or_else(|| {
                         MappingsError::Invalid(format!(
                             "{}: parameters belong in a jurisdiction folder (de, nl, fi)",
                             path.display()
@@ -369,15 +369,6 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, MappingsError> {
         out.push(entry.path());
     }
     Ok(out)
-}
-
-fn jurisdiction_of_folder(folder: &str) -> Option<Jurisdiction> {
-    match folder {
-        "de" => Some(Jurisdiction::De),
-        "nl" => Some(Jurisdiction::Nl),
-        "fi" => Some(Jurisdiction::Fi),
-        _ => None,
-    }
 }
 
 /// One ConceptMap, indexed by `(source system, source code)`.

@@ -666,12 +666,7 @@ mod tests {
                 .find(|r| r["resourceType"] == kind)
                 .unwrap_or_default()
         };
-        let mixed = valid(
-            9,
-            Size::Plain,
-            7,
-            &[Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi],
-        );
+        let mixed = valid(9, Size::Plain, 7, &Jurisdiction::ALL);
         assert_eq!(mixed.len(), 7);
         let systems: Vec<String> = mixed
             .iter()

@@ -589,7 +589,7 @@ pub(crate) mod engine_tests {
             ..AmqpConfig::default()
         };
         let today = time::macros::date!(2026 - 11 - 15);
-        for jurisdiction in [Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi] {
+        for jurisdiction in Jurisdiction::ALL {
             let spec = Spec {
                 seed: 5,
                 invalid_share: 0.0,

@@ -229,12 +229,7 @@ fn verdict_of(status: &str) -> Verdict {
 
 /// The jurisdiction named by a route (`de`, `nl`, `fi`).
 fn route_jurisdiction(segment: &str) -> Option<Jurisdiction> {
-    match segment.to_ascii_lowercase().as_str() {
-        "de" => Some(Jurisdiction::De),
-        "nl" => Some(Jurisdiction::Nl),
-        "fi" => Some(Jurisdiction::Fi),
-        _ => None,
-    }
+    Jurisdiction::from_code(&segment.to_ascii_lowercase())
 }
 
 fn unknown_jurisdiction() -> Response {

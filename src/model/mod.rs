@@ -152,6 +152,9 @@ pub enum Jurisdiction {
 }
 
 impl Jurisdiction {
+    /// Every jurisdiction the gateway has rules for.
+    pub const ALL: [Jurisdiction; 3] = [Jurisdiction::De, Jurisdiction::Nl, Jurisdiction::Fi];
+
     /// Lower-case code used for folders under `mappings/`.
     pub fn code(self) -> &'static str {
         match self {
@@ -159,6 +162,11 @@ impl Jurisdiction {
             Jurisdiction::Nl => "nl",
             Jurisdiction::Fi => "fi",
         }
+    }
+
+    /// The jurisdiction whose [`code`](Self::code) is `code` (lower case, as written).
+    pub fn from_code(code: &str) -> Option<Jurisdiction> {
+        Self::ALL.into_iter().find(|j| j.code() == code)
     }
 }
 
@@ -545,4 +553,20 @@ pub struct CarePlanRef {
     pub reference: String,
     /// The plan's own identifiers.
     pub ids: Vec<Identifier>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jurisdiction_codes_read_back_and_nothing_else_does() {
+        for j in Jurisdiction::ALL {
+            assert_eq!(Jurisdiction::from_code(j.code()), Some(j));
+        }
+        assert_eq!(Jurisdiction::from_code("nl"), Some(Jurisdiction::Nl));
+        for other in ["DE", "", "se", "fi "] {
+            assert_eq!(Jurisdiction::from_code(other), None, "{other:?}");
+        }
+    }
 }
