@@ -548,14 +548,14 @@ pub fn table(report: &Report) -> String {
         report.referrals.join(", ")
     );
     if !report.in_process.is_empty() {
-        out.push_str("\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone\n");
+        out.push_str("\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone; decode ratio = decode/s / baseline, the ceiling of ratio\n");
         out.push_str(
-            "referrals  format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s\n",
+            "referrals  format     size   bytes    pipeline msg/s  MB/s    baseline msg/s  MB/s    ratio   decode/s  check/s  decode ratio\n",
         );
     }
     for r in &report.in_process {
         out.push_str(&format!(
-            "{:<10} {:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}\n",
+            "{:<10} {:<10} {:<6} {:>7}  {:>14.0} {:>6.1}  {:>14.0} {:>6.1}  {:>5.2}  {:>8.0} {:>8.0}  {:>12.2}\n",
             r.jurisdiction,
             r.format,
             r.size,
@@ -566,7 +566,8 @@ pub fn table(report: &Report) -> String {
             r.baseline_mb_per_s,
             r.ratio,
             r.decode_msgs_per_s,
-            r.check_msgs_per_s
+            r.check_msgs_per_s,
+            r.decode_ratio
         ));
     }
     if !report.end_to_end.is_empty() {
@@ -652,6 +653,47 @@ mod tests {
         assert_eq!(ratios, ["0.40", "0.55", "0.50"]);
         assert_eq!(row.peak_rss_mb, 61.0);
         assert!(median_round("sqlite", 10, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn the_in_process_table_shows_the_decode_ratio_beside_the_pipeline_ratio() {
+        let row = inprocess::InProcessRow {
+            jurisdiction: "nl",
+            format: "fhir-json",
+            size: "plain",
+            bytes: 7_000,
+            pipeline_msgs_per_s: 9_000.0,
+            pipeline_mb_per_s: 63.0,
+            baseline_msgs_per_s: 24_000.0,
+            baseline_mb_per_s: 168.0,
+            ratio: 0.375,
+            decode_msgs_per_s: 12_960.0,
+            check_msgs_per_s: 11_000.0,
+            decode_ratio: 0.54,
+        };
+        let report = Report {
+            machine: "test".to_owned(),
+            prefetch: 64,
+            referrals: vec!["de"],
+            in_process: vec![row],
+            end_to_end: Vec::new(),
+            latency: Vec::new(),
+            rss_by_size: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let text = table(&report);
+        let header = text
+            .lines()
+            .find(|l| l.starts_with("referrals  format"))
+            .unwrap_or_default();
+        assert!(header.trim_end().ends_with("decode ratio"), "{header}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("nl "))
+            .unwrap_or_default();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[8], "0.38", "{line}");
+        assert_eq!(cells.last().copied(), Some("0.54"), "{line}");
     }
 
     #[test]
