@@ -119,6 +119,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!("AMQP is disabled (amqp.url is empty): serving HTTP only");
     }
 
+    tasks.spawn(crate::forward::retention::run(
+        store.clone(),
+        config.outbox.sent_body_retention_days,
+        shutdown.clone(),
+    ));
+
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("listening on {}", config.http.listen))?;

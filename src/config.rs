@@ -152,6 +152,13 @@ pub struct OutboxConfig {
     /// 8 MiB by default: with 500 KB referrals, 16 MiB put `serve`'s peak RSS at 141 MB, 8 MiB
     /// at 123 MB; plain referrals use a fraction of it.
     pub handoff_bytes: i64,
+    /// Days the body of a published output is kept after the broker confirmed it; then the
+    /// body is deleted and the outbox row stays as the record of the delivery (when, where,
+    /// under which message-id). 0 keeps every body. Without it the store grows by every
+    /// output's body forever (~10 KB per output of a plain referral, ~500 KB with an attached
+    /// PDF). The inbound message is never deleted, so `sociogate replay` can always produce
+    /// the outputs again.
+    pub sent_body_retention_days: u32,
 }
 
 impl Default for HttpConfig {
@@ -211,6 +218,7 @@ impl Default for OutboxConfig {
             max_attempts: 20,
             lease_ms: 30_000,
             handoff_bytes: 8 * 1024 * 1024,
+            sent_body_retention_days: 30,
         }
     }
 }

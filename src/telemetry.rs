@@ -99,6 +99,11 @@ pub fn forward_failed() {
     counter!("sociogate_forward_failures_total").increment(1);
 }
 
+/// Bodies of published outputs were deleted after their retention period.
+pub fn pruned_bodies(n: u64) {
+    counter!("sociogate_forward_pruned_bodies_total").increment(n);
+}
+
 /// Rows waiting in the outbox.
 pub fn outbox_depth(depth: i64) {
     gauge!("sociogate_forward_outbox_depth").set(depth as f64);

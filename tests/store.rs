@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::service::{DatabaseCleanup, config, pg_database, raw_message, sqlite_database};
-use sociogate::store::{NewOutbound, OutboxClaim, Store};
+use sociogate::store::{NewOutbound, OutboxClaim, PrunedWindow, Store};
 
 /// Commits append to SQLite's WAL; copying the WAL into the database file (the checkpoint)
 /// runs beside the writer on a connection of its own, instead of inside whichever commit
@@ -346,4 +346,181 @@ async fn the_ledger_read_uses_its_index_after_the_table_grew() {
         "twenty-two reads of 64 patients went through {seq_rows} ledger rows sequentially"
     );
     admin.close().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Ids of the rows of `table` (`outbox` or `outbox_bodies`), read beside the store.
+async fn stored_ids(url: &str, table: &str) -> Vec<i64> {
+    use sqlx::Row as _;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM {table} ORDER BY id"
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    pool.close().await;
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>("id").unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+/// Bodies of published outputs are deleted once their retention has passed, oldest first and
+/// at most `limit` per statement; bodies of rows still pending or in flight are kept, and so
+/// is every outbox row.
+async fn published_bodies_are_deleted_after_their_retention(url: String) {
+    use sociogate::forward::retention::prune_once;
+    let _cleanup = DatabaseCleanup(config(&url));
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let never = tokio_util::sync::CancellationToken::new();
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for id in ["m-1", "m-2"] {
+        tx.insert_message(&raw_message(id, id.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let outputs = [
+        (
+            "m-1",
+            output("provider", "de.provider", b"provider body of m-1"),
+        ),
+        (
+            "m-1",
+            output("insurer", "de.insurer", b"insurer body of m-1"),
+        ),
+        (
+            "m-2",
+            output("provider", "de.provider", b"provider body of m-2"),
+        ),
+        (
+            "m-2",
+            output("insurer", "de.insurer", b"insurer body of m-2"),
+        ),
+    ];
+    let refs: Vec<(&str, &NewOutbound)> = outputs.iter().map(|(m, o)| (*m, o)).collect();
+    tx.enqueue_many(&refs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let claimed = store
+        .claim_outbox("relay", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 4);
+    // Three are confirmed; m-1's provider Bundle, the oldest, is still in flight.
+    store
+        .mark_sent("relay", &ids[1..])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // And one more output waits, unclaimed.
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    tx.enqueue_many(&[("m-2", &output("reply", "reply-queue", b"reply body of m-2"))])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let all = stored_ids(&url, "outbox_bodies").await;
+    assert_eq!(all.len(), 5);
+
+    let now = time::OffsetDateTime::now_utc();
+    let pruned = prune_once(&store, 30, now, &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 0, "published a moment ago: within 30 days");
+    let pruned = prune_once(&store, 0, now + time::Duration::days(3_650), &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 0, "a retention of 0 days keeps every body");
+    assert_eq!(stored_ids(&url, "outbox_bodies").await, all);
+    let window = store
+        .prune_sent_bodies(now - time::Duration::days(1), 0, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        window,
+        PrunedWindow {
+            deleted: 0,
+            last_id: Some(ids[0]),
+            reached_cutoff: true
+        },
+        "outputs created after the cutoff end a pass"
+    );
+
+    // 31 days on, window by window from the oldest body.
+    let later = now + time::Duration::days(31);
+    let cutoff = later - time::Duration::days(30);
+    let window = store
+        .prune_sent_bodies(cutoff, 0, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        window,
+        PrunedWindow {
+            deleted: 0,
+            last_id: Some(ids[0]),
+            reached_cutoff: false
+        },
+        "the body in flight is kept, and the pass goes on after it"
+    );
+    let window = store
+        .prune_sent_bodies(cutoff, ids[0], 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        window,
+        PrunedWindow {
+            deleted: 2,
+            last_id: Some(ids[2]),
+            reached_cutoff: false
+        }
+    );
+    assert_eq!(
+        stored_ids(&url, "outbox_bodies").await,
+        vec![ids[0], ids[3], all[4]],
+        "a window deletes within its range only"
+    );
+    let pruned = prune_once(&store, 30, later, &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 1, "a pass goes past the body in flight");
+    assert_eq!(
+        stored_ids(&url, "outbox_bodies").await,
+        vec![ids[0], all[4]],
+        "the in-flight and the waiting output keep their bodies"
+    );
+    let pruned = prune_once(&store, 30, later, &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 0, "nothing is deleted twice");
+
+    // The waiting output is still published with its body, and the published rows remain.
+    let waiting = store
+        .claim_outbox("relay-2", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen: Vec<(&str, &[u8])> = waiting
+        .iter()
+        .map(|r| (r.kind.as_str(), r.body.as_slice()))
+        .collect();
+    assert_eq!(seen, vec![("reply", &b"reply body of m-2"[..])]);
+    assert_eq!(
+        stored_ids(&url, "outbox").await,
+        all,
+        "every outbox row stays, the record of its delivery"
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_bodies_are_deleted_after_their_retention_sqlite() {
+    published_bodies_are_deleted_after_their_retention(sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_bodies_are_deleted_after_their_retention_postgres() {
+    published_bodies_are_deleted_after_their_retention(pg_database().await).await;
 }

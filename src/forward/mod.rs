@@ -1,7 +1,8 @@
 //! Forward: decides what each verdict sends where, and relays the outbox to RabbitMQ.
 //!
 //! [`plan`] is pure: it turns one processed message into outbox rows, written in the same
-//! transaction as the verdict. [`relay`] publishes those rows with publisher confirms.
+//! transaction as the verdict. [`relay`] publishes those rows with publisher confirms;
+//! [`retention`] deletes their bodies once they are old.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ pub mod canonical;
 pub(crate) mod datatypes;
 pub mod fhir;
 pub mod relay;
+pub mod retention;
 
 /// Content type of FHIR JSON.
 pub const FHIR_JSON: &str = "application/fhir+json";

@@ -545,6 +545,74 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the bodies of outputs whose publish was confirmed before `sent_before`, among
+    /// the `window` bodies that follow `after_id` in id order. The outbox rows stay: they are
+    /// the record of each delivery (when, where, under which message-id). Bodies of rows still
+    /// pending, in flight or parked as failed are kept.
+    ///
+    /// Each statement reads a bounded range of a primary key or of `outbox_pending`, whatever
+    /// the planner knows of the tables: one statement joining both tables and ordered by id
+    /// read every published row on PostgreSQL without statistics (0.4 s per 500 bodies at
+    /// 300,000 rows, and growing).
+    pub async fn prune_sent_bodies(
+        &self,
+        sent_before: time::OffsetDateTime,
+        after_id: i64,
+        window: i64,
+    ) -> Result<PrunedWindow, StoreError> {
+        // `sent_at` and `created_at` are RFC 3339 in UTC (see `now`): text order is time order
+        // to the second. RFC 3339 has no form for years outside 0-9999; nothing was sent then.
+        let Ok(cutoff) = sent_before
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+        else {
+            return Ok(PrunedWindow {
+                deleted: 0,
+                last_id: None,
+                reached_cutoff: true,
+            });
+        };
+        let ids = sqlx::query("SELECT id FROM outbox_bodies WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after_id)
+            .bind(window)
+            .fetch_all(&self.relay_pool)
+            .await?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(PrunedWindow {
+                deleted: 0,
+                last_id: None,
+                reached_cutoff: true,
+            });
+        };
+        let (first, last): (i64, i64) = (first.try_get("id")?, last.try_get("id")?);
+        let deleted = sqlx::query(
+            "DELETE FROM outbox_bodies WHERE id IN (SELECT id FROM outbox \
+             WHERE status = 'sent' AND id >= $1 AND id <= $2 AND sent_at < $3)",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(&cutoff)
+        .execute(&self.relay_pool)
+        .await?
+        .rows_affected();
+        // An output created after the cutoff cannot have been published before it, and ids
+        // grow with creation: the bodies after this window are all too young.
+        let younger: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE id >= $1 AND id <= $2 AND created_at >= $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(&cutoff)
+        .fetch_one(&self.relay_pool)
+        .await?
+        .try_get("n")?;
+        Ok(PrunedWindow {
+            deleted,
+            last_id: Some(last),
+            reached_cutoff: younger > 0,
+        })
+    }
+
     /// Rows waiting in the outbox.
     pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
         let row =
@@ -594,6 +662,18 @@ fn bind_raw_message<'q>(
         .bind(m.headers)
         .bind(m.sha256)
         .bind(m.body)
+}
+
+/// What one window of [`Store::prune_sent_bodies`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedWindow {
+    /// Bodies deleted.
+    pub deleted: u64,
+    /// The last body id the window looked at: the next window starts after it. `None`: there
+    /// was no body after the given id.
+    pub last_id: Option<i64>,
+    /// The window reached outputs created at or after the cutoff: no later body is due yet.
+    pub reached_cutoff: bool,
 }
 
 /// An outbox row as a claim returns it, before its body is read from `outbox_bodies`.
