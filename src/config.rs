@@ -156,8 +156,9 @@ pub struct OutboxConfig {
     /// body is deleted and the outbox row stays as the record of the delivery (when, where,
     /// under which message-id). 0 keeps every body. Without it the store grows by every
     /// output's body forever (~10 KB per output of a plain referral, ~500 KB with an attached
-    /// PDF). The inbound message is never deleted, so `sociogate replay` can always produce
-    /// the outputs again.
+    /// PDF). The inbound message, its verdict and its outcome are never deleted, and the
+    /// outputs of billing runs (Claims, § 302 interchanges) keep their bodies: they are the
+    /// billing record.
     pub sent_body_retention_days: u32,
 }
 

@@ -524,3 +524,92 @@ async fn published_bodies_are_deleted_after_their_retention_sqlite() {
 async fn published_bodies_are_deleted_after_their_retention_postgres() {
     published_bodies_are_deleted_after_their_retention(pg_database().await).await;
 }
+
+/// Two kinds of published output keep their bodies past the retention: a billing run's (the
+/// § 302 interchange is the only copy of the billing record) and one a relay put back to
+/// pending after another had marked it sent (a nack after its lease ran out): it will be
+/// published again.
+async fn billing_records_and_rows_to_publish_again_keep_their_bodies(url: String) {
+    use sociogate::forward::retention::prune_once;
+    use sociogate::store::Finished;
+    let _cleanup = DatabaseCleanup(config(&url));
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let never = tokio_util::sync::CancellationToken::new();
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for id in ["run-1", "m-3"] {
+        tx.insert_message(&raw_message(id, id.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    tx.finish_message(
+        "run-1",
+        &Finished {
+            status: "billing-run",
+            jurisdiction: Some("de"),
+            patient_key: None,
+            rule_codes: "",
+            referral: Some("{}"),
+            outcome: "{}",
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let outputs = [
+        (
+            "run-1",
+            output("billing-302", "payer.109519005.302", b"UNA:+.? '"),
+        ),
+        (
+            "m-3",
+            output("provider", "de.provider", b"provider body of m-3"),
+        ),
+        (
+            "m-3",
+            output("insurer", "de.insurer", b"insurer body of m-3"),
+        ),
+    ];
+    let refs: Vec<(&str, &NewOutbound)> = outputs.iter().map(|(m, o)| (*m, o)).collect();
+    tx.enqueue_many(&refs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<i64> = store
+        .claim_outbox("relay", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    store
+        .mark_sent("relay", &ids)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .mark_failed_attempt(ids[1], 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(31);
+    let pruned = prune_once(&store, 30, later, &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned, 1, "only m-3's insurer Bundle");
+    assert_eq!(
+        stored_ids(&url, "outbox_bodies").await,
+        vec![ids[0], ids[1]]
+    );
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_records_and_rows_to_publish_again_keep_their_bodies_sqlite() {
+    billing_records_and_rows_to_publish_again_keep_their_bodies(sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_records_and_rows_to_publish_again_keep_their_bodies_postgres() {
+    billing_records_and_rows_to_publish_again_keep_their_bodies(pg_database().await).await;
+}
