@@ -525,11 +525,9 @@ async fn published_bodies_are_deleted_after_their_retention_postgres() {
     published_bodies_are_deleted_after_their_retention(pg_database().await).await;
 }
 
-/// Two kinds of published output keep their bodies past the retention: a billing run's (the
-/// § 302 interchange is the only copy of the billing record) and one a relay put back to
-/// pending after another had marked it sent (a nack after its lease ran out): it will be
-/// published again.
-async fn billing_records_and_rows_to_publish_again_keep_their_bodies(url: String) {
+/// A billing run's outputs keep their bodies past the retention: the § 302 interchange and
+/// the Claims are the only copy of the billing record.
+async fn billing_records_keep_their_bodies(url: String) {
     use sociogate::forward::retention::prune_once;
     use sociogate::store::Finished;
     let _cleanup = DatabaseCleanup(config(&url));
@@ -562,8 +560,8 @@ async fn billing_records_and_rows_to_publish_again_keep_their_bodies(url: String
             output("billing-302", "payer.109519005.302", b"UNA:+.? '"),
         ),
         (
-            "m-3",
-            output("provider", "de.provider", b"provider body of m-3"),
+            "run-1",
+            output("billing-claim", "payer.109519005.claim", b"billing Claim"),
         ),
         (
             "m-3",
@@ -587,10 +585,6 @@ async fn billing_records_and_rows_to_publish_again_keep_their_bodies(url: String
         .mark_sent("relay", &ids)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    store
-        .mark_failed_attempt(ids[1], 20)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 
     let later = time::OffsetDateTime::now_utc() + time::Duration::days(31);
     let pruned = prune_once(&store, 30, later, &never)
@@ -605,11 +599,108 @@ async fn billing_records_and_rows_to_publish_again_keep_their_bodies(url: String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_records_and_rows_to_publish_again_keep_their_bodies_sqlite() {
-    billing_records_and_rows_to_publish_again_keep_their_bodies(sqlite_database()).await;
+async fn billing_records_keep_their_bodies_sqlite() {
+    billing_records_keep_their_bodies(sqlite_database()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_records_and_rows_to_publish_again_keep_their_bodies_postgres() {
-    billing_records_and_rows_to_publish_again_keep_their_bodies(pg_database().await).await;
+async fn billing_records_keep_their_bodies_postgres() {
+    billing_records_keep_their_bodies(pg_database().await).await;
+}
+
+/// A relay whose lease ran out cannot put back a row another relay took over and published:
+/// its failed attempt (a nack, or a broker gone) changes nothing, so the row is not published
+/// a second time.
+async fn a_relay_past_its_lease_cannot_put_back_a_published_row(url: String) {
+    use sqlx::Row as _;
+    let _cleanup = DatabaseCleanup(config(&url));
+    let store = Store::connect(&url, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    tx.insert_message(&raw_message("m-4", b"m-4"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tx.enqueue_many(&[(
+        "m-4",
+        &output("provider", "de.provider", b"provider body of m-4"),
+    )])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let first = store
+        .claim_outbox("relay-a", 10, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken_over = store
+        .claim_outbox("relay-b", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(taken_over.len(), 1, "relay-a's lease ran out");
+    let id = taken_over[0].id;
+    store
+        .mark_sent("relay-b", &[id])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .mark_failed_attempt("relay-a", id, 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = sqlx::query("SELECT status, attempts FROM outbox WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    pool.close().await;
+    let status: String = row.try_get("status").unwrap_or_else(|e| panic!("{e}"));
+    let attempts: i64 = row.try_get("attempts").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((status.as_str(), attempts), ("sent", 1));
+    let again = store
+        .claim_outbox("relay-c", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.is_empty(), "nothing to publish again");
+
+    // Its own row, though, goes back to pending after a failed attempt.
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    tx.enqueue_many(&[(
+        "m-4",
+        &output("insurer", "de.insurer", b"insurer body of m-4"),
+    )])
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let held = store
+        .claim_outbox("relay-a", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held.len(), 1);
+    store
+        .mark_failed_attempt("relay-a", held[0].id, 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let retried = store
+        .claim_outbox("relay-c", 10, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen: Vec<&[u8]> = retried.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(seen, vec![&b"insurer body of m-4"[..]]);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_past_its_lease_cannot_put_back_a_published_row_sqlite() {
+    a_relay_past_its_lease_cannot_put_back_a_published_row(sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_past_its_lease_cannot_put_back_a_published_row_postgres() {
+    a_relay_past_its_lease_cannot_put_back_a_published_row(pg_database().await).await;
 }

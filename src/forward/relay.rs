@@ -252,7 +252,9 @@ async fn publish_rows(
             *kinds.entry(row.kind.as_str()).or_default() += 1;
         } else {
             telemetry::forward_failed();
-            store.mark_failed_attempt(row.id, cfg.max_attempts).await?;
+            store
+                .mark_failed_attempt(relay_id, row.id, cfg.max_attempts)
+                .await?;
         }
     }
     store.mark_sent(relay_id, &sent).await?;

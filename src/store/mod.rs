@@ -532,14 +532,24 @@ impl Store {
         Ok(())
     }
 
-    /// Counts a failed publish attempt; after `max_attempts` the row is parked as `failed`.
-    pub async fn mark_failed_attempt(&self, id: i64, max_attempts: i64) -> Result<(), StoreError> {
+    /// Counts a failed publish attempt of a row `relay_id` holds; after `max_attempts` the row
+    /// is parked as `failed`. A row another relay took over after this one's lease ran out is
+    /// left to that relay: it may have published the row and marked it sent already, and
+    /// putting it back would publish it once more.
+    pub async fn mark_failed_attempt(
+        &self,
+        relay_id: &str,
+        id: i64,
+        max_attempts: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, \
-             status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE 'pending' END WHERE id = $2",
+             status = CASE WHEN attempts + 1 >= $1 THEN 'failed' ELSE 'pending' END \
+             WHERE id = $2 AND claimed_by = $3 AND status = 'sending'",
         )
         .bind(max_attempts)
         .bind(id)
+        .bind(relay_id)
         .execute(&self.relay_pool)
         .await?;
         Ok(())
