@@ -109,6 +109,11 @@ enum Command {
         /// turn): de, nl, fi. Default: de. The in-process part always measures all three.
         #[arg(long = "referrals", value_parser = parse_jurisdiction)]
         referrals: Vec<Jurisdiction>,
+        /// `serve` also publishes the canonical JSON for providers (`amqp.publish_canonical`,
+        /// its default): three outputs per accepted referral instead of two. Off by default,
+        /// as in every run of BENCHMARKS.md.
+        #[arg(long)]
+        canonical: bool,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
         rates,
         prefetch,
         referrals,
+        canonical,
     } = &cli.command
     {
         let amqp = AmqpConfig::default();
@@ -174,6 +180,7 @@ fn main() -> ExitCode {
             postgres_url: Some(postgres.clone()).filter(|p| !p.is_empty()),
             messages: messages.unwrap_or(if *quick { 2_000 } else { 20_000 }),
             prefetch: prefetch.unwrap_or(amqp.prefetch),
+            publish_canonical: *canonical,
             selection: sociogate::bench::Selection {
                 parts: parts.clone(),
                 store: *store,

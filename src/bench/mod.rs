@@ -31,11 +31,24 @@ pub struct BenchOptions {
     pub messages: usize,
     /// Deliveries in flight per consumer: `serve`'s `amqp.prefetch` and the baselines' alike.
     pub prefetch: u16,
+    /// `serve` publishes the canonical JSON for providers too (`amqp.publish_canonical`, its
+    /// default): a third output per accepted referral. Off in the series of BENCHMARKS.md.
+    pub publish_canonical: bool,
     /// Which parts, stores and loads to run (default: everything).
     pub selection: Selection,
     /// Whose referrals the end-to-end, latency and memory parts send, in turn; empty: German
     /// only (the workload of every run before 2026-12-07's fourth session).
     pub referrals: Vec<Jurisdiction>,
+}
+
+impl BenchOptions {
+    /// How `serve` runs in the store-backed parts.
+    pub fn serve(&self) -> broker::ServeSettings {
+        broker::ServeSettings {
+            prefetch: self.prefetch,
+            publish_canonical: self.publish_canonical,
+        }
+    }
 }
 
 /// A part of the benchmark.
@@ -98,6 +111,8 @@ pub struct Report {
     pub machine: String,
     /// Deliveries in flight per consumer, the gateway's and the baselines'.
     pub prefetch: u16,
+    /// Whether `serve` also published the canonical JSON (a third output per referral).
+    pub publish_canonical: bool,
     /// Whose referrals the store-backed parts sent, in turn (`de`, `nl`, `fi`).
     pub referrals: Vec<&'static str>,
     /// In-process rows.
@@ -347,6 +362,7 @@ pub async fn run(opts: &BenchOptions, in_process: Vec<inprocess::InProcessRow>) 
         rss_by_size: Vec::new(),
         skipped: Vec::new(),
         prefetch: opts.prefetch,
+        publish_canonical: opts.publish_canonical,
         referrals: referrals(opts).iter().map(|j| j.code()).collect(),
     };
     let selection = &opts.selection;
@@ -407,7 +423,7 @@ pub async fn run(opts: &BenchOptions, in_process: Vec<inprocess::InProcessRow>) 
                 store,
                 &load_at(rate),
                 rate,
-                opts.prefetch,
+                opts.serve(),
             )
             .await
             {
@@ -451,7 +467,7 @@ async fn run_end_to_end(opts: &BenchOptions, stores: &[StoreKind], mut report: R
                     continue;
                 }
             };
-            match broker::gateway_throughput(&opts.amqp_url, &url, store, &messages, opts.prefetch)
+            match broker::gateway_throughput(&opts.amqp_url, &url, store, &messages, opts.serve())
                 .await
             {
                 Ok((gateway, rss)) => rounds.push(Round {
@@ -527,7 +543,7 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
             &sqlite_url(),
             "sqlite",
             &valid(opts.seed, size, n, referrals(opts)),
-            opts.prefetch,
+            opts.serve(),
         )
         .await
         {
@@ -571,7 +587,12 @@ pub fn table(report: &Report) -> String {
         ));
     }
     if !report.end_to_end.is_empty() {
-        out.push_str(&format!("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks, prefetch {}); baseline = same messages relayed twice without processing\n", report.prefetch));
+        let outputs = if report.publish_canonical {
+            "three outputs per referral (canonical JSON on)"
+        } else {
+            "two outputs per referral"
+        };
+        out.push_str(&format!("\nEnd-to-end through RabbitMQ (persistent, confirms, manual acks, prefetch {}, {outputs}); baseline = same messages relayed twice without processing\n", report.prefetch));
         out.push_str(
             "store      messages  gateway msg/s  baseline msg/s  ratio  rounds       peak RSS MB\n",
         );
@@ -674,6 +695,7 @@ mod tests {
         let report = Report {
             machine: "test".to_owned(),
             prefetch: 64,
+            publish_canonical: false,
             referrals: vec!["de"],
             in_process: vec![row],
             end_to_end: Vec::new(),
@@ -694,6 +716,54 @@ mod tests {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[8], "0.38", "{line}");
         assert_eq!(cells.last().copied(), Some("0.54"), "{line}");
+    }
+
+    /// `--canonical` runs `serve` with its default of publishing the canonical JSON: the run
+    /// then waits for three outputs per referral, and the table says which it measured.
+    #[test]
+    fn the_end_to_end_table_says_how_many_outputs_each_referral_made() {
+        let settings = |publish_canonical| broker::ServeSettings {
+            prefetch: 64,
+            publish_canonical,
+        };
+        assert_eq!(settings(false).outputs_per_referral(), 2);
+        assert_eq!(settings(true).outputs_per_referral(), 3);
+        let header = |publish_canonical| {
+            let one = Round {
+                gateway: 1_000.0,
+                baseline: 2_000.0,
+                rss: 50.0,
+            };
+            let Some(row) = median_round("sqlite", 2_000, vec![one]) else {
+                panic!("one round gives a row");
+            };
+            let report = Report {
+                machine: "test".to_owned(),
+                prefetch: 64,
+                publish_canonical,
+                referrals: vec!["de"],
+                in_process: Vec::new(),
+                end_to_end: vec![row],
+                latency: Vec::new(),
+                rss_by_size: Vec::new(),
+                skipped: Vec::new(),
+            };
+            table(&report)
+                .lines()
+                .find(|l| l.starts_with("End-to-end"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            header(false).contains("prefetch 64, two outputs per referral)"),
+            "{}",
+            header(false)
+        );
+        assert!(
+            header(true).contains("prefetch 64, three outputs per referral (canonical JSON on))"),
+            "{}",
+            header(true)
+        );
     }
 
     #[test]
