@@ -367,9 +367,64 @@ async fn stored_ids(url: &str, table: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Bodies of published outputs are deleted once their retention has passed, oldest first and
-/// at most `limit` per statement; bodies of rows still pending or in flight are kept, and so
-/// is every outbox row.
+/// Writes `messages` (those in `billing_runs` finished as billing runs) and `outputs` in one
+/// transaction, then claims every output for the relay `relay`; returns their ids in order.
+async fn written_and_claimed(
+    store: &Store,
+    messages: &[&str],
+    billing_runs: &[&str],
+    outputs: &[(&str, NewOutbound)],
+) -> Vec<i64> {
+    use sociogate::store::Finished;
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    for id in messages {
+        tx.insert_message(&raw_message(id, id.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for id in billing_runs {
+        let run = Finished {
+            status: "billing-run",
+            jurisdiction: Some("de"),
+            patient_key: None,
+            rule_codes: "",
+            referral: Some("{}"),
+            outcome: "{}",
+        };
+        tx.finish_message(id, &run)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    enqueue_in(&mut tx, outputs).await;
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<i64> = store
+        .claim_outbox("relay", 100, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids.len(), outputs.len());
+    ids
+}
+
+async fn enqueue_in(tx: &mut sociogate::store::Tx, outputs: &[(&str, NewOutbound)]) {
+    let refs: Vec<(&str, &NewOutbound)> = outputs.iter().map(|(m, o)| (*m, o)).collect();
+    tx.enqueue_many(&refs)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Writes `outputs` of messages already stored, unclaimed.
+async fn enqueued(store: &Store, outputs: &[(&str, NewOutbound)]) {
+    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    enqueue_in(&mut tx, outputs).await;
+    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Bodies of published outputs are deleted once their retention has passed, window by window
+/// from the oldest; bodies of rows still pending or in flight are kept, and so is every outbox
+/// row.
 async fn published_bodies_are_deleted_after_their_retention(url: String) {
     use sociogate::forward::retention::prune_once;
     let _cleanup = DatabaseCleanup(config(&url));
@@ -377,12 +432,6 @@ async fn published_bodies_are_deleted_after_their_retention(url: String) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let never = tokio_util::sync::CancellationToken::new();
-    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    for id in ["m-1", "m-2"] {
-        tx.insert_message(&raw_message(id, id.as_bytes()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
     let outputs = [
         (
             "m-1",
@@ -401,28 +450,15 @@ async fn published_bodies_are_deleted_after_their_retention(url: String) {
             output("insurer", "de.insurer", b"insurer body of m-2"),
         ),
     ];
-    let refs: Vec<(&str, &NewOutbound)> = outputs.iter().map(|(m, o)| (*m, o)).collect();
-    tx.enqueue_many(&refs)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-    let claimed = store
-        .claim_outbox("relay", 10, 60_000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
-    assert_eq!(ids.len(), 4);
+    let ids = written_and_claimed(&store, &["m-1", "m-2"], &[], &outputs).await;
     // Three are confirmed; m-1's provider Bundle, the oldest, is still in flight.
     store
         .mark_sent("relay", &ids[1..])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // And one more output waits, unclaimed.
-    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    tx.enqueue_many(&[("m-2", &output("reply", "reply-queue", b"reply body of m-2"))])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let reply = output("reply", "reply-queue", b"reply body of m-2");
+    enqueued(&store, &[("m-2", reply)]).await;
     let all = stored_ids(&url, "outbox_bodies").await;
     assert_eq!(all.len(), 5);
 
@@ -529,31 +565,11 @@ async fn published_bodies_are_deleted_after_their_retention_postgres() {
 /// the Claims are the only copy of the billing record.
 async fn billing_records_keep_their_bodies(url: String) {
     use sociogate::forward::retention::prune_once;
-    use sociogate::store::Finished;
     let _cleanup = DatabaseCleanup(config(&url));
     let store = Store::connect(&url, 2)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let never = tokio_util::sync::CancellationToken::new();
-    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    for id in ["run-1", "m-3"] {
-        tx.insert_message(&raw_message(id, id.as_bytes()))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    tx.finish_message(
-        "run-1",
-        &Finished {
-            status: "billing-run",
-            jurisdiction: Some("de"),
-            patient_key: None,
-            rule_codes: "",
-            referral: Some("{}"),
-            outcome: "{}",
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
     let outputs = [
         (
             "run-1",
@@ -568,19 +584,7 @@ async fn billing_records_keep_their_bodies(url: String) {
             output("insurer", "de.insurer", b"insurer body of m-3"),
         ),
     ];
-    let refs: Vec<(&str, &NewOutbound)> = outputs.iter().map(|(m, o)| (*m, o)).collect();
-    tx.enqueue_many(&refs)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
-    let ids: Vec<i64> = store
-        .claim_outbox("relay", 10, 60_000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(ids.len(), 3);
+    let ids = written_and_claimed(&store, &["run-1", "m-3"], &["run-1"], &outputs).await;
     store
         .mark_sent("relay", &ids)
         .await
@@ -621,13 +625,9 @@ async fn a_relay_past_its_lease_cannot_put_back_a_published_row(url: String) {
     tx.insert_message(&raw_message("m-4", b"m-4"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    tx.enqueue_many(&[(
-        "m-4",
-        &output("provider", "de.provider", b"provider body of m-4"),
-    )])
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
     tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let provider = output("provider", "de.provider", b"provider body of m-4");
+    enqueued(&store, &[("m-4", provider)]).await;
     let first = store
         .claim_outbox("relay-a", 10, 1)
         .await
@@ -669,14 +669,8 @@ async fn a_relay_past_its_lease_cannot_put_back_a_published_row(url: String) {
     assert!(again.is_empty(), "nothing to publish again");
 
     // Its own row, though, goes back to pending after a failed attempt.
-    let mut tx = store.begin().await.unwrap_or_else(|e| panic!("{e}"));
-    tx.enqueue_many(&[(
-        "m-4",
-        &output("insurer", "de.insurer", b"insurer body of m-4"),
-    )])
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    let insurer = output("insurer", "de.insurer", b"insurer body of m-4");
+    enqueued(&store, &[("m-4", insurer)]).await;
     let held = store
         .claim_outbox("relay-a", 10, 60_000)
         .await
