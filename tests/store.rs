@@ -471,6 +471,13 @@ async fn published_bodies_are_deleted_after_their_retention(url: String) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pruned, 0, "a retention of 0 days keeps every body");
+    let pruned = prune_once(&store, u32::MAX, now, &never)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        pruned, 0,
+        "a retention longer than the calendar keeps every body"
+    );
     assert_eq!(stored_ids(&url, "outbox_bodies").await, all);
     let window = store
         .prune_sent_bodies(now - time::Duration::days(1), 0, 1)

@@ -39,7 +39,10 @@ pub async fn prune_once(
     if retention_days == 0 {
         return Ok(0);
     }
-    let sent_before = now - time::Duration::days(i64::from(retention_days));
+    // A retention reaching back before the calendar's start keeps every body.
+    let Some(sent_before) = now.checked_sub(time::Duration::days(i64::from(retention_days))) else {
+        return Ok(0);
+    };
     let mut deleted = 0;
     let mut after_id = 0;
     loop {
