@@ -239,9 +239,16 @@ fn ledger_lookup_per_key(n: usize) -> String {
 }
 
 fn now() -> String {
-    time::OffsetDateTime::now_utc()
+    timestamp(time::OffsetDateTime::now_utc()).unwrap_or_default()
+}
+
+/// How the store writes a moment (`created_at`, `sent_at`, ...): RFC 3339 in UTC, so that
+/// text order is time order to the second. None for years outside 0-9999, which RFC 3339
+/// cannot write.
+fn timestamp(at: time::OffsetDateTime) -> Option<String> {
+    at.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+        .ok()
 }
 
 /// Now, in Unix milliseconds: the clock of outbox leases.
@@ -571,17 +578,10 @@ impl Store {
         after_id: i64,
         window: i64,
     ) -> Result<PrunedWindow, StoreError> {
-        // `sent_at` and `created_at` are RFC 3339 in UTC (see `now`): text order is time order
-        // to the second. RFC 3339 has no form for years outside 0-9999; nothing was sent then.
-        let Ok(cutoff) = sent_before
-            .to_offset(time::UtcOffset::UTC)
-            .format(&time::format_description::well_known::Rfc3339)
-        else {
-            return Ok(PrunedWindow {
-                deleted: 0,
-                last_id: None,
-                reached_cutoff: true,
-            });
+        // Compared as text with `sent_at` and `created_at`, written the same way. Nothing was
+        // sent in a year RFC 3339 cannot write.
+        let Some(cutoff) = timestamp(sent_before) else {
+            return Ok(PrunedWindow::END);
         };
         let window = window.clamp(1, IDS_PER_STATEMENT as i64);
         let ids: Vec<i64> =
@@ -594,11 +594,7 @@ impl Store {
                 .map(|row| row.try_get("id"))
                 .collect::<Result<_, _>>()?;
         let Some(&last) = ids.last() else {
-            return Ok(PrunedWindow {
-                deleted: 0,
-                last_id: None,
-                reached_cutoff: true,
-            });
+            return Ok(PrunedWindow::END);
         };
         let sql = format!(
             "DELETE FROM outbox_bodies WHERE id IN (SELECT o.id FROM outbox o \
@@ -693,6 +689,15 @@ pub struct PrunedWindow {
     pub last_id: Option<i64>,
     /// The window reached outputs created at or after the cutoff: no later body is due yet.
     pub reached_cutoff: bool,
+}
+
+impl PrunedWindow {
+    /// Nothing (more) to look at: the pass ends.
+    const END: PrunedWindow = PrunedWindow {
+        deleted: 0,
+        last_id: None,
+        reached_cutoff: true,
+    };
 }
 
 /// An outbox row as a claim returns it, before its body is read from `outbox_bodies`.
