@@ -339,6 +339,7 @@ fn accepted_cda_is_forwarded_as_fhir_with_the_original_document() {
         &origin,
         &processed,
         &outcome,
+        None,
         &Config::default().amqp,
         engine.mappings(),
     );

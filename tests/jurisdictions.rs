@@ -524,7 +524,19 @@ fn outputs(engine: &Engine, bytes: &[u8], reply_to: Option<&str>) -> (Processed,
     };
     let mut cfg = Config::default().amqp;
     cfg.publish_canonical = true;
-    let planned = forward::plan(&origin, &processed, &outcome, &cfg, engine.mappings());
+    // As `serve` does: the unredacted referral text it stores is offered for reuse.
+    let stored = processed
+        .referral
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok());
+    let planned = forward::plan(
+        &origin,
+        &processed,
+        &outcome,
+        stored.as_deref(),
+        &cfg,
+        engine.mappings(),
+    );
     (processed, planned)
 }
 
@@ -606,6 +618,56 @@ fn turvakielto_example_withholds_address_and_contact_from_every_output() {
     assert_eq!(
         output(&planned, "provider").routing_key,
         "unassigned.fi.x.fhir"
+    );
+}
+
+/// `serve` hands `plan` the referral text it stores; without non-disclosure the canonical
+/// output is that text, byte for byte what `plan` writes when given none.
+#[test]
+fn canonical_output_reuses_the_stored_referral_text() {
+    let engine = engine();
+    let bytes = read("examples/de-first-prescription-message.json");
+    let processed = process(&engine, &bytes);
+    assert_eq!(processed.verdict, Verdict::Accepted);
+    let outcome = engine.outcome(&processed, "de").to_json();
+    let origin = Origin {
+        gateway_id: "0190e000-0000-7000-8000-0000000000c2",
+        body: &bytes,
+        ..Origin::default()
+    };
+    let mut cfg = Config::default().amqp;
+    cfg.publish_canonical = true;
+    let stored = processed
+        .referral
+        .as_ref()
+        .and_then(|r| serde_json::to_string(r).ok())
+        .unwrap_or_default();
+    assert!(stored.contains("\"jurisdiction\":\"DE\""), "{stored}");
+    let plan = |referral_json| {
+        forward::plan(
+            &origin,
+            &processed,
+            &outcome,
+            referral_json,
+            &cfg,
+            engine.mappings(),
+        )
+    };
+    let reused = plan(Some(stored.as_str()));
+    let written = plan(None);
+    assert_eq!(
+        output(&reused, "provider-canonical").body,
+        stored.as_bytes()
+    );
+    assert_eq!(
+        output(&reused, "provider-canonical").body,
+        output(&written, "provider-canonical").body
+    );
+    // A text that is not the referral's shows it is reused, not written again.
+    let other = plan(Some("{\"stand-in\":true}"));
+    assert_eq!(
+        output(&other, "provider-canonical").body,
+        b"{\"stand-in\":true}"
     );
 }
 
@@ -897,7 +959,8 @@ fn xml_subscribers_get_fhir_xml_and_others_json() {
         body: &body,
         ..Default::default()
     };
-    let out = sociogate::forward::plan(&origin, &processed, &outcome, &cfg, engine.mappings());
+    let out =
+        sociogate::forward::plan(&origin, &processed, &outcome, None, &cfg, engine.mappings());
     let insurer = out
         .iter()
         .find(|o| o.kind == "insurer")

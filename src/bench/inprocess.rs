@@ -107,6 +107,7 @@ pub fn pipeline_once(
         &origin,
         &processed,
         &outcome,
+        None,
         cfg,
         engine.mappings(),
     ))

