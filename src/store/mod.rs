@@ -244,9 +244,9 @@ fn now() -> String {
 
 /// How the store writes a moment (`created_at`, `sent_at`, ...): RFC 3339 in UTC, so that
 /// text order is time order to the second. None for years outside 0-9999, which RFC 3339
-/// cannot write.
+/// cannot write, and for moments that have no UTC date in `time`'s range.
 fn timestamp(at: time::OffsetDateTime) -> Option<String> {
-    at.to_offset(time::UtcOffset::UTC)
+    at.checked_to_offset(time::UtcOffset::UTC)?
         .format(&time::format_description::well_known::Rfc3339)
         .ok()
 }
