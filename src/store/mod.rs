@@ -281,7 +281,7 @@ impl Store {
         } else {
             Backend::Sqlite
         };
-        let options = AnyPoolOptions::new();
+        let options = pool_options();
         let pool = match backend {
             // SQLite has one writer; one connection serialises every transaction, which is
             // also what keeps budget updates per patient serial.
@@ -318,7 +318,7 @@ impl Store {
         let relay_pool = match backend {
             Backend::Sqlite => pool.clone(),
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                pool_options()
                     .max_connections(2)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -513,30 +513,49 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.relay_pool.begin().await?;
         let at = now();
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE outbox SET status = 'sent', sent_at = {}, attempts = attempts + 1 \
-                 WHERE claimed_by = {} AND id IN ({})",
-                placeholders(self.backend, 1, 1),
-                placeholders(self.backend, 2, 1),
-                placeholders(self.backend, 3, chunk.len())
-            );
-            // Only placeholders are formatted into the text; every value is bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&at)
-                .bind(relay_id);
-            for id in chunk {
-                query = query.bind(id);
+        if ids.len() <= IDS_PER_STATEMENT {
+            // One statement is atomic on its own: no BEGIN and COMMIT round trips around it.
+            self.mark_sent_statement(relay_id, &at, ids)
+                .execute(&self.relay_pool)
+                .await?;
+        } else {
+            let mut tx = self.relay_pool.begin().await?;
+            for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                self.mark_sent_statement(relay_id, &at, chunk)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            query.execute(&mut *tx).await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.committed();
         }
         Ok(())
+    }
+
+    /// The statement marking `ids` (at most [`IDS_PER_STATEMENT`]) sent by `relay_id`.
+    fn mark_sent_statement<'q>(
+        &self,
+        relay_id: &'q str,
+        at: &'q str,
+        ids: &'q [i64],
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', sent_at = {}, attempts = attempts + 1 \
+             WHERE claimed_by = {} AND id IN ({})",
+            placeholders(self.backend, 1, 1),
+            placeholders(self.backend, 2, 1),
+            placeholders(self.backend, 3, ids.len())
+        );
+        // Only placeholders are formatted into the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(at)
+            .bind(relay_id);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query
     }
 
     /// Counts a failed publish attempt of a row `relay_id` holds; after `max_attempts` the row
@@ -655,6 +674,27 @@ impl Store {
         self.relay_pool.close().await;
         self.pool.close().await;
     }
+}
+
+/// A connection idle for longer than this is pinged before the pool hands it out.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pool options shared by every pool: sqlx pings a connection each time it goes back to the
+/// pool, and by default again each time it comes out. Under load a connection comes out again
+/// milliseconds after the ping that put it back, so that second ping only added a round trip to
+/// every group commit; it is kept for connections that have been idle for a while (a database
+/// restarted in between is found before a transaction starts).
+fn pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Binds a message's raw columns in the order both inserts name them: id, idempotency key,
