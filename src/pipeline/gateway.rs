@@ -121,7 +121,7 @@ pub struct Gateway {
     amqp: Arc<AmqpConfig>,
     default_language: Arc<str>,
     pub(super) billing: Arc<super::billing::Billing>,
-    /// The group-commit writer of referrals, started by the first one on the caller's runtime.
+    /// The group-commit writer of referrals, started by the first one (on a thread of its own).
     committer: Arc<OnceLock<mpsc::Sender<Pending>>>,
     /// The relay of this process, handed committed outbox rows directly.
     handoff: Option<Handoff>,

@@ -365,6 +365,33 @@ impl Store {
         self.outbox_signal.notified().await;
     }
 
+    /// The same store over a pool of its own of `max_connections` to the same database, its
+    /// connections opened (and woken) on the calling runtime; the relay's pool and the rest are
+    /// shared. `None` on SQLite, whose one connection is what serialises its writes.
+    pub(crate) async fn with_own_pool(
+        &self,
+        max_connections: u32,
+    ) -> Result<Option<Store>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(None);
+        }
+        let options = (*self.pool.connect_options()).clone();
+        let pool = pool_options()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
+        Ok(Some(Store {
+            pool,
+            ..self.clone()
+        }))
+    }
+
+    /// Closes the pool a store from [`Store::with_own_pool`] has of its own (the shared relay
+    /// pool stays open).
+    pub(crate) async fn close_own_pool(&self) {
+        self.pool.close().await;
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
