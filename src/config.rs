@@ -110,7 +110,8 @@ pub struct AmqpConfig {
 pub struct StoreConfig {
     /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://...`; `DATABASE_URL` overrides.
     pub database_url: String,
-    /// Pool size for PostgreSQL (SQLite always uses one writer).
+    /// Pool size for PostgreSQL (SQLite always uses one writer). The referral writers and the
+    /// outbox relay have two connections each beside it: at most `max_connections + 4`.
     pub max_connections: u32,
 }
 
