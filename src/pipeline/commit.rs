@@ -17,7 +17,7 @@
 //! are taken in that order, so two writers (two instances) cannot deadlock on them.
 //!
 //! On PostgreSQL two writers take turns (see [`spawn`]). The writers run on a thread of their
-//! own, so that decoding does not hold them up (see [`spawn_on_own_thread`]).
+//! own, beside the runtime that decodes (see [`spawn_on_own_thread`]).
 //!
 //! If a batch fails, each of its messages is written again in a transaction of its own, so a
 //! message the database refuses fails alone and does not take its batch-mates' attempts with it.
@@ -103,13 +103,14 @@ pub(super) fn spawn(writer: Writer) -> mpsc::Sender<Pending> {
 type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;
 
 /// Runs the writers on a thread and runtime of their own; on PostgreSQL with connections of
-/// their own, opened there.
+/// their own, opened there so that this runtime's reactor wakes them (SQLite's connection has
+/// a thread of its own, which wakes the writer directly).
 ///
-/// On the process's runtime a writer whose statement had been answered waited to be polled
-/// behind the tasks decoding the next messages (0.1-1 ms each, on two cores): half of a group
-/// commit's time on the PostgreSQL server was spent waiting for `serve` between statements.
-/// On a thread of its own, woken by its own connections' sockets (SQLite: by its connection's
-/// thread), the kernel runs it as soon as an answer comes, and the decoding waits instead.
+/// On the process's runtime the writers' statements, wake-ups and checks shared the two
+/// workers with the tasks decoding the next messages (0.1-1 ms per poll). On a thread of their
+/// own the kernel schedules them beside the decoding: measured, a group commit took as long
+/// but held ~15 % more referrals, and end to end rose by ~0.03 of the broker baseline on both
+/// stores (BENCHMARKS.md, tenth session).
 fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: usize) {
     let on_this_runtime = |writer: Writer, queue: Queue| {
         for _ in 0..writers {
