@@ -525,10 +525,7 @@ fn outputs(engine: &Engine, bytes: &[u8], reply_to: Option<&str>) -> (Processed,
     let mut cfg = Config::default().amqp;
     cfg.publish_canonical = true;
     // As `serve` does: the unredacted referral text it stores is offered for reuse.
-    let stored = processed
-        .referral
-        .as_ref()
-        .and_then(|r| serde_json::to_string(r).ok());
+    let stored = processed.referral_json();
     let planned = forward::plan(
         &origin,
         &processed,
@@ -637,11 +634,7 @@ fn canonical_output_reuses_the_stored_referral_text() {
     };
     let mut cfg = Config::default().amqp;
     cfg.publish_canonical = true;
-    let stored = processed
-        .referral
-        .as_ref()
-        .and_then(|r| serde_json::to_string(r).ok())
-        .unwrap_or_default();
+    let stored = processed.referral_json().unwrap_or_default();
     assert!(stored.contains("\"jurisdiction\":\"DE\""), "{stored}");
     let plan = |referral_json| {
         forward::plan(

@@ -412,10 +412,7 @@ impl Writer {
             content_type: envelope.content_type.as_deref(),
             body: &envelope.body,
         };
-        let referral_json = processed
-            .referral
-            .as_ref()
-            .and_then(|r| serde_json::to_string(r).ok());
+        let referral_json = processed.referral_json();
         let outputs = forward::plan(
             &origin,
             &processed,

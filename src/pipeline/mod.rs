@@ -58,6 +58,19 @@ pub struct Processed {
     pub entries: Option<Vec<decode::fhir_json::EntrySpan>>,
 }
 
+impl Processed {
+    /// The canonical referral as JSON text, as the message row stores it; [`forward::plan`]
+    /// reuses this text for the canonical output instead of writing the referral again. `None`
+    /// for an unreadable message.
+    ///
+    /// [`forward::plan`]: crate::forward::plan
+    pub fn referral_json(&self) -> Option<String> {
+        self.referral
+            .as_ref()
+            .and_then(|r| serde_json::to_string(r).ok())
+    }
+}
+
 impl Engine {
     /// Loads `mappings/` from `dir` and builds the rule packs.
     pub fn load(dir: &std::path::Path, limits: Limits) -> Result<Engine, MappingsError> {
