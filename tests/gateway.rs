@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::read;
 use common::service::{
-    Client, DatabaseCleanup, config, http_only_gateway, kvnr, pg_database, raw_message,
-    referral_for, sqlite_database, unique,
+    Client, DatabaseCleanup, config, http_only_gateway, kvnr, pg_admin_url, pg_database,
+    raw_message, referral_for, sqlite_database, unique,
 };
 use serde_json::Value;
 use sociogate::app;
@@ -659,6 +659,80 @@ fn envelope(body: Vec<u8>, message_id: &str) -> Envelope {
         headers: serde_json::json!({}),
         ..Envelope::default()
     }
+}
+
+/// On PostgreSQL the writers run on a thread of their own with connections of their own. They
+/// must end, and close those connections, when the last gateway goes: a process that builds
+/// gateways again and again (tests, embedding) must not collect threads and connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_connections_close_when_the_last_gateway_is_dropped() {
+    use sqlx::Connection as _;
+    let database = pg_database().await;
+    let cfg = config(&database);
+    let _cleanup = DatabaseCleanup(cfg.clone());
+    let name = database.rsplit('/').next().unwrap_or_default().to_owned();
+    let admin = pg_admin_url();
+    let mut observer = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut connections = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut observer)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let store = Store::connect(&database, 8)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = connections().await;
+
+    let gateway = Gateway::new(
+        std::sync::Arc::new(common::engine()),
+        store.clone(),
+        cfg.amqp.clone(),
+        "en",
+    );
+    let body = referral_for(&kvnr(9_300_001), 30, &uuid::Uuid::new_v4().to_string());
+    let handled = gateway
+        .handle(&envelope(body, "writers-connections"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(
+            handled,
+            Handled::New {
+                verdict: Verdict::Accepted,
+                ..
+            }
+        ),
+        "{handled:?}"
+    );
+    let with_writers = connections().await;
+    assert!(
+        with_writers > before,
+        "the writers opened no connections of their own: {before} before, {with_writers} with them"
+    );
+
+    drop(gateway);
+    let mut now = connections().await;
+    for _ in 0..100 {
+        if now == before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = connections().await;
+    }
+    assert_eq!(
+        now, before,
+        "the writers' connections stayed open after the last gateway was dropped"
+    );
+    // The store itself is still usable: only the writers' own pool was closed.
+    let accepted = store
+        .message_ids_with_status("accepted", 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
 }
 
 /// Referrals handled at the same moment are written by one writer, several to a transaction.

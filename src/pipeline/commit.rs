@@ -160,9 +160,7 @@ fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: usize) {
             });
         });
     match thread {
-        // The thread holds its own handles to the queue; dropping these lets the writers end
-        // when the last sender goes.
-        Ok(_) => drop(fallback),
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, "No thread of their own for the writers; they share the process's");
             on_this_runtime(fallback.0, fallback.1);
