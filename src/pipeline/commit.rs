@@ -111,7 +111,7 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;
 /// own the kernel schedules them beside the decoding: measured, a group commit took as long
 /// but held ~15 % more referrals, and end to end rose by ~0.03 of the broker baseline on both
 /// stores (BENCHMARKS.md, tenth session).
-fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: usize) {
+fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: u32) {
     let on_this_runtime = |writer: Writer, queue: Queue| {
         for _ in 0..writers {
             tokio::spawn(writer.clone().run(queue.clone()));
@@ -133,7 +133,7 @@ fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: usize) {
         .spawn(move || {
             runtime.block_on(async move {
                 // Opened here, so that this runtime's reactor wakes the writers.
-                let own = match writer.store.with_own_pool(writers as u32).await {
+                let own = match writer.store.with_own_pool(writers).await {
                     Ok(own) => own,
                     Err(e) => {
                         tracing::warn!(error = %e, "No connections of their own for the writers; they use the shared pool");
@@ -159,12 +159,9 @@ fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: usize) {
                 }
             });
         });
-    match thread {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "No thread of their own for the writers; they share the process's");
-            on_this_runtime(fallback.0, fallback.1);
-        }
+    if let Err(e) = thread {
+        tracing::warn!(error = %e, "No thread of their own for the writers; they share the process's");
+        on_this_runtime(fallback.0, fallback.1);
     }
 }
 
