@@ -149,6 +149,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Serve { config, log_json } = &cli.command {
         sociogate::telemetry::init_logs(*log_json);
+        sociogate::telemetry::init_panic_log();
         return match serve(config.as_deref(), cli.mappings.clone()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

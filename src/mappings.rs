@@ -268,6 +268,7 @@ impl Mappings {
             .chain(crate::decode::RULES)
             .chain(crate::check::de::RULES)
             .chain(crate::check::de::sessions::RULES)
+            .chain(crate::pipeline::RULES)
             .chain(crate::pipeline::billing::RULES)
             .chain(crate::check::nl::RULES)
             .chain(crate::check::fi::RULES)

@@ -49,6 +49,24 @@ fn install_logs(default_filter: &str, json: bool) {
     };
 }
 
+/// Logs a panic with its place but not its message, in place of the default hook's print to
+/// stderr: a panic's message can quote the value it failed on (a serde error does), which may
+/// be a patient's data, and that never goes to the logs. The message in question ends with
+/// `GW-INT-01` (see [`crate::pipeline::Engine::internal_failure`]).
+pub fn init_panic_log() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(%location, %thread, "Panic (a defect of the gateway); its message is not logged, as it may quote message content");
+    }));
+}
+
 /// A message was received on `channel`.
 pub fn received(channel: &'static str) {
     counter!("sociogate_intake_messages_received_total", "channel" => channel).increment(1);
@@ -72,6 +90,17 @@ pub fn committed(messages: usize, took: Duration) {
 /// A group commit failed and its messages were written one by one.
 pub fn batch_failed() {
     counter!("sociogate_store_batch_failures_total").increment(1);
+}
+
+/// The gateway failed on a message in `stage` (a panic, a defect); the message ended
+/// unreadable with `GW-INT-01`.
+pub fn internal_failure(stage: &'static str) {
+    counter!("sociogate_pipeline_internal_failures_total", "stage" => stage).increment(1);
+}
+
+/// A store writer panicked (a defect) and was replaced.
+pub fn writer_restarted() {
+    counter!("sociogate_store_writer_restarts_total").increment(1);
 }
 
 /// A duplicate delivery was recognised.

@@ -315,8 +315,13 @@ async fn process(
             true,
         ),
     };
+    // The gateway's own failure (an issue of FHIR type `exception`, `GW-INT-01`) is a server
+    // error, not the sender's: 500, though the message is stored like any other.
+    let failed_inside = verdict == Verdict::Unreadable && failed_inside_gateway(&outcome);
     if fhir_messaging {
-        let status = if verdict == Verdict::Unreadable {
+        let status = if failed_inside {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else if verdict == Verdict::Unreadable {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
@@ -341,6 +346,7 @@ async fn process(
             .into_response();
     }
     let status = match (duplicate, verdict) {
+        _ if failed_inside => StatusCode::INTERNAL_SERVER_ERROR,
         (true, _) | (false, Verdict::Accepted) => StatusCode::OK,
         (false, Verdict::Rejected) => StatusCode::UNPROCESSABLE_ENTITY,
         (false, Verdict::Unreadable) => StatusCode::BAD_REQUEST,
@@ -352,6 +358,14 @@ async fn process(
         body.to_string(),
     )
         .into_response()
+}
+
+/// Whether an OperationOutcome reports an internal error of the gateway (FHIR issue type
+/// `exception`).
+fn failed_inside_gateway(outcome: &Value) -> bool {
+    outcome["issue"]
+        .as_array()
+        .is_some_and(|issues| issues.iter().any(|issue| issue["code"] == "exception"))
 }
 
 async fn health() -> Response {
@@ -393,5 +407,28 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             "metrics are not installed in this process",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::pipeline::Engine;
+
+    /// The gateway's own failure answers 500; a payload it cannot read stays the sender's 400.
+    #[test]
+    fn only_the_gateways_own_failure_counts_as_an_internal_error() {
+        let engine = Engine::load(&Mappings::default_dir(), Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let outcome_of = |code: &str| {
+            let processed = engine.unreadable(code, "decode/map");
+            engine.outcome(&processed, "en").to_json()
+        };
+        assert!(failed_inside_gateway(&outcome_of("GW-INT-01")));
+        assert!(!failed_inside_gateway(&outcome_of("GW-DEC-01")));
+        assert!(!failed_inside_gateway(&outcome_of("GW-DEC-07")));
+        assert!(!failed_inside_gateway(&Value::Null));
     }
 }

@@ -30,7 +30,7 @@ use time::Date;
 use tokio::sync::{mpsc, oneshot};
 
 use super::gateway::{Envelope, Handled, new_message};
-use super::{BudgetQuery, Engine, Inbound, Mapped, Processed, patient_key};
+use super::{BudgetQuery, CHECK_FORWARD, Engine, Inbound, Mapped, Processed, guarded, patient_key};
 use crate::config::AmqpConfig;
 use crate::forward::relay::Handoff;
 use crate::forward::{self, Origin};
@@ -113,9 +113,7 @@ type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>;
 /// stores (BENCHMARKS.md, tenth session).
 fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: u32) {
     let on_this_runtime = |writer: Writer, queue: Queue| {
-        for _ in 0..writers {
-            tokio::spawn(writer.clone().run(queue.clone()));
-        }
+        tokio::spawn(supervise(writer, queue, writers));
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,13 +145,7 @@ fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: u32) {
                     },
                     None => writer,
                 };
-                let others: Vec<_> = (1..writers)
-                    .map(|_| tokio::spawn(writer.clone().run(queue.clone())))
-                    .collect();
-                writer.run(queue).await;
-                for other in others {
-                    let _ = other.await;
-                }
+                supervise(writer, queue, writers).await;
                 if let Some(store) = own {
                     store.close_own_pool().await;
                 }
@@ -162,6 +154,35 @@ fn spawn_on_own_thread(writer: Writer, queue: Queue, writers: u32) {
     if let Err(e) = thread {
         tracing::warn!(error = %e, "No thread of their own for the writers; they share the process's");
         on_this_runtime(fallback.0, fallback.1);
+    }
+}
+
+/// How long a panicked writer's place stays empty: a defect that panics at once on every
+/// start costs a log line and a restart per pause, not a busy loop.
+const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `writers` writers until the queue closes (every gateway is gone). A writer that panics
+/// is replaced: a panic on one message's check is caught in [`Writer::check`], so this is a
+/// defect elsewhere in the writer (in its statements, say), and without a new writer every
+/// later message would wait for a restart of the process. The callers of the panicked
+/// writer's batch get [`StoreError::WriterStopped`] and retry (AMQP up to `max_attempts`,
+/// then the dead-letter queue).
+async fn supervise(writer: Writer, queue: Queue, writers: u32) {
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..writers {
+        running.spawn(writer.clone().run(queue.clone()));
+    }
+    while let Some(ended) = running.join_next().await {
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            telemetry::writer_restarted();
+            tracing::error!(
+                "A store writer panicked (a defect); its batch's callers retry, and a new writer takes its place"
+            );
+            tokio::time::sleep(RESTART_PAUSE).await;
+            running.spawn(writer.clone().run(queue.clone()));
+        }
     }
 }
 
@@ -241,6 +262,10 @@ impl Writer {
     async fn write_together(&self, batch: &mut [Pending]) -> Result<Vec<Written>, StoreError> {
         let started = Instant::now();
         let mut tx = self.store.begin().await?;
+        #[cfg(test)]
+        for pending in batch.iter() {
+            super::faults::hit("write", pending.envelope.message_id.as_deref());
+        }
         let mut patients: Vec<&str> = batch
             .iter()
             .filter_map(|p| p.budget.as_ref().map(|q| q.patient_key.as_str()))
@@ -367,8 +392,26 @@ impl Writer {
     }
 
     /// Checks the message at `index` of the batch against its patient's ledger as this batch
-    /// has it so far (no I/O), and builds its row and outputs.
+    /// has it so far (no I/O), and builds its row and outputs. A message the gateway fails on
+    /// (a panic, see [`guarded`]) is written as `unreadable` with `GW-INT-01` instead, and
+    /// the rest of its batch goes on.
     fn check(
+        &self,
+        index: usize,
+        pending: &mut Pending,
+        ledger: &HashMap<String, Vec<LedgerEntry>>,
+    ) -> (Row, Written) {
+        if let Some(checked) = guarded(|| self.check_and_plan(index, pending, ledger)) {
+            return checked;
+        }
+        let failed = self
+            .engine
+            .internal_failure(CHECK_FORWARD, &pending.envelope.body);
+        pending.prepared = Some(Err(Box::new(failed)));
+        self.check_and_plan(index, pending, ledger)
+    }
+
+    fn check_and_plan(
         &self,
         index: usize,
         pending: &mut Pending,
@@ -384,6 +427,8 @@ impl Writer {
         let (processed, ledger_entry) = match prepared {
             Err(unreadable) => (*unreadable, None),
             Ok(mut mapped) => {
+                #[cfg(test)]
+                super::faults::hit(CHECK_FORWARD, envelope.message_id.as_deref());
                 mapped.referral.ids.gateway_id = pending.gateway_id.clone();
                 let prior = match &pending.budget {
                     Some(q) => usage_from_entries(
@@ -499,4 +544,166 @@ fn answer(pending: Pending, result: Result<Written, StoreError>) {
     // A caller that went away (an HTTP client that hung up) needs no answer; its message is
     // stored either way.
     let _ = pending.reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::bench::workload::{self, Size, Spec};
+    use crate::check::Verdict;
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::model::Jurisdiction;
+    use crate::pipeline::gateway::Gateway;
+
+    /// A SQLite file of this test's own, deleted with its journal files at the end.
+    struct TempDatabase(PathBuf);
+
+    impl Drop for TempDatabase {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = self.0.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    fn envelope(body: &[u8], message_id: &str) -> Envelope {
+        Envelope {
+            channel: "amqp",
+            body: body.to_vec().into(),
+            content_type: Some("application/fhir+json".to_owned()),
+            message_id: Some(message_id.to_owned()),
+            headers: serde_json::json!({}),
+            ..Envelope::default()
+        }
+    }
+
+    /// The rule codes and the first issue's text of an answer to a new message.
+    fn verdict_and_codes(handled: &Handled) -> (Verdict, Vec<String>, String) {
+        let Handled::New {
+            verdict, outcome, ..
+        } = handled
+        else {
+            panic!("expected a new message, got {handled:?}");
+        };
+        let issues = outcome["issue"].as_array().cloned().unwrap_or_default();
+        let codes = issues
+            .iter()
+            .filter_map(|i| i["details"]["coding"][0]["code"].as_str())
+            .map(str::to_owned)
+            .collect();
+        let text = issues
+            .first()
+            .and_then(|i| i["details"]["text"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        (*verdict, codes, text)
+    }
+
+    /// A defect that panics on one message costs that message alone: in decode and map (on the
+    /// caller's task) or in the check (in the writer, with batch-mates) the message is stored
+    /// `unreadable` with `GW-INT-01`; a panic elsewhere in the writer fails its batch, whose
+    /// callers retry, and a new writer writes the messages after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_on_one_message_fails_that_message_and_the_gateway_goes_on() {
+        let path = std::env::temp_dir().join(format!(
+            "sociogate-unit-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let _cleanup = TempDatabase(path.clone());
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let engine = Engine::load(&Mappings::default_dir(), Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::new(Arc::new(engine), store.clone(), AmqpConfig::default(), "en");
+        let referrals = workload::generate(
+            Spec {
+                seed: 7,
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size: Size::Plain,
+                jurisdiction: Jurisdiction::De,
+            },
+            9,
+        );
+
+        // In decode and map, on the caller's task.
+        let handled = gateway
+            .handle(&envelope(&referrals[0], "panic-at-decode/map"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (verdict, codes, text) = verdict_and_codes(&handled);
+        assert_eq!(
+            (verdict, codes),
+            (Verdict::Unreadable, vec!["GW-INT-01".to_owned()])
+        );
+        assert!(text.contains("decode/map"), "{text}");
+        let Handled::New { gateway_id, .. } = &handled else {
+            unreachable!()
+        };
+        let stored = store
+            .load_message(gateway_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("the failed message is stored"));
+        assert_eq!(stored.status, "unreadable");
+        assert_eq!(stored.body, referrals[0]);
+
+        // In the check, inside the writer, beside five batch-mates sent at the same time.
+        let ids = [
+            "ok-1",
+            "ok-2",
+            "panic-at-check/forward",
+            "ok-3",
+            "ok-4",
+            "ok-5",
+        ];
+        let tasks: Vec<_> = ids
+            .iter()
+            .zip(&referrals[1..7])
+            .map(|(id, body)| {
+                let gateway = gateway.clone();
+                let envelope = envelope(body, id);
+                tokio::spawn(async move { gateway.handle(&envelope).await })
+            })
+            .collect();
+        for (id, task) in ids.iter().zip(tasks) {
+            let handled = task
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            let (verdict, codes, text) = verdict_and_codes(&handled);
+            if id.starts_with("panic") {
+                assert_eq!(
+                    (verdict, codes),
+                    (Verdict::Unreadable, vec!["GW-INT-01".to_owned()])
+                );
+                assert!(text.contains("check/forward"), "{text}");
+            } else {
+                assert_eq!(verdict, Verdict::Accepted, "{id}: {codes:?}");
+            }
+        }
+
+        // Elsewhere in the writer: the batch fails and the caller gets an error to retry on ...
+        let failed = gateway
+            .handle(&envelope(&referrals[7], "panic-at-write"))
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::WriterStopped)),
+            "{failed:?}"
+        );
+        // ... and a new writer writes the next message (SQLite has one writer: without the
+        // replacement this would fail too).
+        let handled = gateway
+            .handle(&envelope(&referrals[8], "after-the-writer-panicked"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(verdict_and_codes(&handled).0, Verdict::Accepted);
+        store.close().await;
+    }
 }

@@ -16,6 +16,39 @@ use crate::model::{IdentifierKind, Jurisdiction, Referral, ReferralIds, Referral
 use crate::outcome::OperationOutcome;
 use crate::store::ledger::{Ledger, LedgerEntry, LedgerError, PriorUsage};
 
+/// Rule codes the pipeline itself reports.
+pub const RULES: &[&str] = &["GW-INT-01"];
+
+/// The stage names `GW-INT-01` reports: where the gateway failed.
+const DECODE_MAP: &str = "decode/map";
+const CHECK: &str = "check";
+/// In the writer: the check, the outcome and the planned outputs.
+const CHECK_FORWARD: &str = "check/forward";
+
+/// Runs `stage` of one message, turning a panic into `None`.
+///
+/// A panic is a defect of the gateway, never an expected path. Caught here, it costs only its
+/// own message, which ends `unreadable` with `GW-INT-01` (see [`Engine::internal_failure`]),
+/// stored and dead-lettered like any message that cannot be processed. Uncaught, on an
+/// intake's task it would leave its delivery unacknowledged for good (a prefetch slot lost
+/// until the channel closes) and in the writer it would end the writer. Going on after it is
+/// sound: the engine is loaded once and only read, so a panic leaves nothing half-changed.
+pub(crate) fn guarded<T>(stage: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage)).ok()
+}
+
+/// Panics at named points for the tests, so that they can show what a defect costs: a
+/// message whose id is `panic-at-<point>` panics there.
+#[cfg(test)]
+pub(crate) mod faults {
+    /// Panics if `message_id` asks for a panic at `point`.
+    pub(crate) fn hit(point: &str, message_id: Option<&str>) {
+        if message_id.and_then(|id| id.strip_prefix("panic-at-")) == Some(point) {
+            panic!("injected fault at {point}");
+        }
+    }
+}
+
 /// Everything loaded once at start that the stages need per message.
 #[derive(Debug)]
 pub struct Engine {
@@ -161,7 +194,8 @@ impl Engine {
             Some(q) => ledger.prior_usage(&q.patient_key, q.start, q.window_years)?,
             None => PriorUsage::default(),
         };
-        let (processed, entry) = self.finish(mapped, &prior, today);
+        let (processed, entry) = guarded(|| self.finish(mapped, &prior, today))
+            .unwrap_or_else(|| (self.internal_failure(CHECK, inbound.bytes), None));
         if let Some(entry) = entry {
             ledger.record(entry)?;
         }
@@ -214,8 +248,30 @@ impl Engine {
         (mapped.finish(verdict), entry)
     }
 
-    /// Decodes and maps; an undecodable payload comes back as a finished unreadable result.
+    /// Decodes and maps; an undecodable payload comes back as a finished unreadable result, and
+    /// so does one the gateway failed on (a panic, see [`guarded`]).
     pub fn prepare(&self, inbound: Inbound<'_>) -> Result<Mapped, Box<Processed>> {
+        guarded(|| self.decode_and_map(inbound))
+            .unwrap_or_else(|| Err(Box::new(self.internal_failure(DECODE_MAP, inbound.bytes))))
+    }
+
+    /// The result for a message the gateway failed on in `stage` (a panic caught by
+    /// [`guarded`]): `unreadable`, with `GW-INT-01`, so that it is stored and dead-lettered and
+    /// its sender is answered. Counted and logged without the message's content.
+    pub fn internal_failure(&self, stage: &'static str, bytes: &[u8]) -> Processed {
+        crate::telemetry::internal_failure(stage);
+        tracing::error!(
+            stage,
+            "The gateway failed on a message (a defect); it ends unreadable with GW-INT-01 and goes to the dead-letter queue"
+        );
+        let mut failed = self.unreadable("GW-INT-01", stage);
+        failed.sha256 = hex::encode(Sha256::digest(bytes));
+        failed
+    }
+
+    fn decode_and_map(&self, inbound: Inbound<'_>) -> Result<Mapped, Box<Processed>> {
+        #[cfg(test)]
+        faults::hit(DECODE_MAP, inbound.message_id);
         let sha256 = hex::encode(Sha256::digest(inbound.bytes));
         let (format, decoded) =
             match decode::decode(inbound.bytes, inbound.content_type, &self.limits) {
