@@ -2,10 +2,11 @@
 //! A delivery is acknowledged only after [`Gateway::handle`] committed it; a transient failure
 //! is retried with backoff and, after `max_attempts` deliveries, dead-lettered.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -18,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::AmqpConfig;
-use crate::pipeline::gateway::{Envelope, Gateway};
+use crate::pipeline::gateway::{Envelope, Gateway, Handled};
+use crate::store::StoreError;
 use crate::telemetry;
 
 /// Declares a durable quorum queue (the inbound queue and the dead-letter queue are both).
@@ -106,6 +108,19 @@ fn envelope_of(delivery: &mut Delivery, cfg: &AmqpConfig) -> (Envelope, u32) {
     (envelope, delivery_count)
 }
 
+/// [`Gateway::handle`], with a panic turned into [`StoreError::Panicked`].
+///
+/// The last line against a defect: the referral pipeline catches its own panics per message
+/// (`pipeline::guarded`), but a panic anywhere else in handling (the billing flows, say) would
+/// end the delivery's task with the delivery neither acked nor nacked, its prefetch slot lost
+/// until the channel closes. As a failure it is retried and then dead-lettered.
+async fn handle_guarded(gateway: &Gateway, envelope: &Envelope) -> Result<Handled, StoreError> {
+    AssertUnwindSafe(gateway.handle(envelope))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(StoreError::Panicked))
+}
+
 /// Handles one delivery to the end: ack, or nack for a retry, or dead-letter.
 async fn handle_delivery(
     gateway: &Gateway,
@@ -115,7 +130,7 @@ async fn handle_delivery(
 ) {
     telemetry::received("amqp");
     let (envelope, delivered_before) = envelope_of(&mut delivery, cfg);
-    match gateway.handle(&envelope).await {
+    match handle_guarded(gateway, &envelope).await {
         Ok(_) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 // The broker redelivers; the store recognises the duplicate.
@@ -244,4 +259,23 @@ pub async fn run(
     tracker.wait().await;
     crate::forward::relay::close_channel(&channel).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::faults::{envelope, sqlite_gateway};
+
+    /// A panic outside the referral pipeline's own guard is a failure of that delivery, to be
+    /// retried and dead-lettered, and the next delivery is handled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_handling_is_a_failure_of_that_delivery() {
+        let (gateway, _file) = sqlite_gateway().await;
+        let referral = include_bytes!("../../examples/de-first-prescription-message.json");
+        let failed = handle_guarded(&gateway, &envelope(referral, "panic-at-handle")).await;
+        assert!(matches!(failed, Err(StoreError::Panicked)), "{failed:?}");
+        let next = handle_guarded(&gateway, &envelope(referral, "next")).await;
+        assert!(matches!(&next, Ok(Handled::New { .. })), "{next:?}");
+        gateway.store().close().await;
+    }
 }

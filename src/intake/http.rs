@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::check::Verdict;
 use crate::forward::fhir::response_bundle;
@@ -53,6 +54,16 @@ pub fn router(state: HttpState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
+        // The last line against a defect outside the referral pipeline's own guard: a 500 with
+        // an OperationOutcome instead of a dropped connection; the sender retries.
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            outcome_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "fatal",
+                "The gateway failed while handling the message (a defect); nothing was stored, try again later",
+            )
+        }))
 }
 
 const FHIR_JSON: &str = "application/fhir+json";
@@ -416,6 +427,65 @@ mod tests {
     use crate::decode::Limits;
     use crate::mappings::Mappings;
     use crate::pipeline::Engine;
+
+    /// A defect answers 500 with an OperationOutcome and the server goes on: inside the
+    /// referral pipeline the message is stored `unreadable` with `GW-INT-01`; outside it
+    /// (caught by the router's last line) nothing is stored and the sender retries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_answers_500_with_an_operation_outcome_and_the_server_goes_on() {
+        let (gateway, _file) = crate::pipeline::faults::sqlite_gateway().await;
+        let state = HttpState {
+            gateway: gateway.clone(),
+            max_bytes: 1 << 20,
+            broker_ok: Arc::new(AtomicBool::new(true)),
+            metrics: None,
+            close_token: Arc::from(""),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let referral = include_bytes!("../../examples/de-first-prescription-message.json");
+        let client = reqwest::Client::new();
+        let post = |message_id: &'static str| {
+            client
+                .post(format!("http://{address}/fhir/$process-message"))
+                .header("content-type", FHIR_JSON)
+                .header("idempotency-key", message_id)
+                .body(referral.to_vec())
+                .send()
+        };
+
+        let answer = post("panic-at-decode/map")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.status().as_u16(), 500);
+        let bundle: Value = answer.json().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(bundle.to_string().contains("GW-INT-01"), "{bundle}");
+
+        let answer = post("panic-at-handle")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.status().as_u16(), 500);
+        let outcome: Value = answer.json().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert_eq!(outcome["issue"][0]["code"], "exception");
+
+        let answer = post("after").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.status().as_u16(), 200);
+        let stored = gateway
+            .store()
+            .status_counts()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            stored.contains(&("unreadable".to_owned(), 1)),
+            "only the message failed inside the pipeline is stored unreadable: {stored:?}"
+        );
+        server.abort();
+        gateway.store().close().await;
+    }
 
     /// The gateway's own failure answers 500; a payload it cannot read stays the sender's 400.
     #[test]

@@ -548,39 +548,11 @@ fn answer(pending: Pending, result: Result<Written, StoreError>) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::bench::workload::{self, Size, Spec};
     use crate::check::Verdict;
-    use crate::decode::Limits;
-    use crate::mappings::Mappings;
     use crate::model::Jurisdiction;
-    use crate::pipeline::gateway::Gateway;
-
-    /// A SQLite file of this test's own, deleted with its journal files at the end.
-    struct TempDatabase(PathBuf);
-
-    impl Drop for TempDatabase {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = self.0.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-
-    fn envelope(body: &[u8], message_id: &str) -> Envelope {
-        Envelope {
-            channel: "amqp",
-            body: body.to_vec().into(),
-            content_type: Some("application/fhir+json".to_owned()),
-            message_id: Some(message_id.to_owned()),
-            headers: serde_json::json!({}),
-            ..Envelope::default()
-        }
-    }
+    use crate::pipeline::faults::{envelope, sqlite_gateway};
 
     /// The rule codes and the first issue's text of an answer to a new message.
     fn verdict_and_codes(handled: &Handled) -> (Verdict, Vec<String>, String) {
@@ -610,17 +582,8 @@ mod tests {
     /// callers retry, and a new writer writes the messages after it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panic_on_one_message_fails_that_message_and_the_gateway_goes_on() {
-        let path = std::env::temp_dir().join(format!(
-            "sociogate-unit-{}.db",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let _cleanup = TempDatabase(path.clone());
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let engine = Engine::load(&Mappings::default_dir(), Limits::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let gateway = Gateway::new(Arc::new(engine), store.clone(), AmqpConfig::default(), "en");
+        let (gateway, _file) = sqlite_gateway().await;
+        let store = gateway.store().clone();
         let referrals = workload::generate(
             Spec {
                 seed: 7,

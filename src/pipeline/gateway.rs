@@ -192,6 +192,8 @@ impl Gateway {
     /// (for referrals, possibly together with others). Returns after the commit. `Err` means
     /// nothing was stored: the caller must not acknowledge, and retries later.
     pub async fn handle(&self, envelope: &Envelope) -> Result<Handled, StoreError> {
+        #[cfg(test)]
+        super::faults::hit("handle", envelope.message_id.as_deref());
         match super::billing::message_kind(&envelope.body) {
             super::billing::MessageKind::Approval => return self.handle_approval(envelope).await,
             super::billing::MessageKind::SessionReport => {

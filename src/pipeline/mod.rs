@@ -37,14 +37,67 @@ pub(crate) fn guarded<T>(stage: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage)).ok()
 }
 
-/// Panics at named points for the tests, so that they can show what a defect costs: a
-/// message whose id is `panic-at-<point>` panics there.
+/// Panics at named points for the tests, so that they can show what a defect costs (a
+/// message whose id is `panic-at-<point>` panics there), and a gateway over a SQLite file of
+/// the test's own.
 #[cfg(test)]
 pub(crate) mod faults {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::Engine;
+    use super::gateway::{Envelope, Gateway};
+    use crate::config::AmqpConfig;
+    use crate::decode::Limits;
+    use crate::mappings::Mappings;
+    use crate::store::Store;
+
     /// Panics if `message_id` asks for a panic at `point`.
     pub(crate) fn hit(point: &str, message_id: Option<&str>) {
         if message_id.and_then(|id| id.strip_prefix("panic-at-")) == Some(point) {
             panic!("injected fault at {point}");
+        }
+    }
+
+    /// A SQLite file of a test's own, deleted with its journal files when dropped.
+    pub(crate) struct TempDatabase(PathBuf);
+
+    impl Drop for TempDatabase {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = self.0.clone().into_os_string();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// A gateway with the project's mappings over a new SQLite file; keep the second value
+    /// until the end of the test.
+    pub(crate) async fn sqlite_gateway() -> (Gateway, TempDatabase) {
+        let path = std::env::temp_dir().join(format!(
+            "sociogate-unit-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = TempDatabase(path.clone());
+        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let engine = Engine::load(&Mappings::default_dir(), Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Gateway::new(Arc::new(engine), store, AmqpConfig::default(), "en");
+        (gateway, file)
+    }
+
+    /// A FHIR JSON envelope as the AMQP intake builds it.
+    pub(crate) fn envelope(body: &[u8], message_id: &str) -> Envelope {
+        Envelope {
+            channel: "amqp",
+            body: body.to_vec().into(),
+            content_type: Some("application/fhir+json".to_owned()),
+            message_id: Some(message_id.to_owned()),
+            headers: serde_json::json!({}),
+            ..Envelope::default()
         }
     }
 }

@@ -32,9 +32,14 @@ pub enum StoreError {
     /// Another transaction changed what this one read; nothing was written, try again.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The process's store writer is gone (the runtime is shutting down); nothing was written.
+    /// The process's store writer is gone (the runtime is shutting down, or it panicked and is
+    /// being replaced); nothing was written.
     #[error("store writer stopped")]
     WriterStopped,
+    /// The gateway panicked while handling the message (a defect) before anything was
+    /// stored; the intake retries it and, failing that, dead-letters it.
+    #[error("the gateway failed while handling the message (a defect)")]
+    Panicked,
 }
 
 /// Which database is behind the pool.
