@@ -137,3 +137,61 @@ pub fn pruned_bodies(n: u64) {
 pub fn outbox_depth(depth: i64) {
     gauge!("sociogate_forward_outbox_depth").set(depth as f64);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut held) = self.0.lock() {
+                held.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A panic's message may quote what it failed on; `serve`'s hook logs where it happened,
+    /// never that message.
+    #[test]
+    fn a_panic_is_logged_with_its_place_and_without_its_message() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        init_panic_log();
+        // The hook runs on the panicking thread, so this thread's subscriber sees it.
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| {
+                panic!("invalid value: \"Erika Mustermann\", born 1961-04-12");
+            })
+        });
+        // Back to the default hook for the other tests of this process.
+        let _ = std::panic::take_hook();
+        assert!(caught.is_err());
+        let logged = captured
+            .0
+            .lock()
+            .map(|held| String::from_utf8_lossy(&held).into_owned())
+            .unwrap_or_default();
+        assert!(
+            logged.contains("Panic (a defect of the gateway)"),
+            "{logged}"
+        );
+        assert!(logged.contains("src/telemetry.rs:"), "{logged}");
+        assert!(!logged.contains("Mustermann"), "{logged}");
+        assert!(!logged.contains("1961"), "{logged}");
+    }
+}
