@@ -149,7 +149,7 @@ fn machine() -> String {
 
 /// A store made for one run: its SQLite file or PostgreSQL database goes when it is dropped, so
 /// repeated runs leave nothing behind.
-struct ScratchStore {
+pub(crate) struct ScratchStore {
     url: String,
     /// The PostgreSQL server's admin URL (for `DROP DATABASE`); none for SQLite.
     admin: Option<String>,
@@ -210,7 +210,8 @@ pub fn block_on_own_thread(
     let _ = worker.join();
 }
 
-fn sqlite_url() -> ScratchStore {
+/// A new SQLite file in the temporary directory.
+pub(crate) fn sqlite_url() -> ScratchStore {
     let path = std::env::temp_dir().join(format!(
         "sociogate-bench-{}.db",
         uuid::Uuid::new_v4().simple()
@@ -222,7 +223,9 @@ fn sqlite_url() -> ScratchStore {
     }
 }
 
-async fn fresh_postgres(
+/// A new PostgreSQL database on the server of `admin` (the URL of a database to connect to
+/// for `CREATE DATABASE`).
+pub(crate) async fn fresh_postgres(
     admin: &str,
 ) -> Result<ScratchStore, Box<dyn std::error::Error + Send + Sync>> {
     use sqlx::Connection as _;

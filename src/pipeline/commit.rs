@@ -552,7 +552,7 @@ mod tests {
     use crate::bench::workload::{self, Size, Spec};
     use crate::check::Verdict;
     use crate::model::Jurisdiction;
-    use crate::pipeline::faults::{envelope, sqlite_gateway};
+    use crate::pipeline::faults::{self, envelope, gateway_over, sqlite_gateway};
 
     /// The rule codes and the first issue's text of an answer to a new message.
     fn verdict_and_codes(handled: &Handled) -> (Verdict, Vec<String>, String) {
@@ -668,5 +668,38 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(verdict_and_codes(&handled).0, Verdict::Accepted);
         store.close().await;
+    }
+
+    /// On PostgreSQL the writers open connections of their own; when they cannot (the server
+    /// has none left, say), they write over the shared pool instead of never starting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_without_connections_of_their_own_write_over_the_shared_pool() {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let database = crate::bench::fresh_postgres(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin}: {e}"));
+        let (gateway, _database) = gateway_over(Some(database)).await;
+        faults::REFUSE_OWN_POOL.store(true, std::sync::atomic::Ordering::SeqCst);
+        let referral = include_bytes!("../../examples/de-first-prescription-message.json");
+        let handled = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            gateway.handle(&envelope(referral, "over-the-shared-pool")),
+        )
+        .await;
+        faults::REFUSE_OWN_POOL.store(false, std::sync::atomic::Ordering::SeqCst);
+        let handled = handled
+            .unwrap_or_else(|_| panic!("no writer wrote the message within 30 s"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Handled::New { gateway_id, .. } = handled else {
+            panic!("expected a new message, got {handled:?}");
+        };
+        let stored = gateway
+            .store()
+            .load_message(&gateway_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(stored.is_some(), "the message is stored");
+        gateway.store().close().await;
     }
 }

@@ -42,15 +42,20 @@ pub(crate) fn guarded<T>(stage: impl FnOnce() -> T) -> Option<T> {
 /// the test's own.
 #[cfg(test)]
 pub(crate) mod faults {
-    use std::path::PathBuf;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::Engine;
     use super::gateway::{Envelope, Gateway};
+    use crate::bench::ScratchStore;
     use crate::config::AmqpConfig;
     use crate::decode::Limits;
     use crate::mappings::Mappings;
     use crate::store::Store;
+
+    /// Set: [`Store::with_own_pool`] fails on PostgreSQL, as when the server has no connection
+    /// left for the writers. Only one test of this crate sets it.
+    pub(crate) static REFUSE_OWN_POOL: AtomicBool = AtomicBool::new(false);
 
     /// Panics if `message_id` asks for a panic at `point`.
     pub(crate) fn hit(point: &str, message_id: Option<&str>) {
@@ -59,34 +64,27 @@ pub(crate) mod faults {
         }
     }
 
-    /// A SQLite file of a test's own, deleted with its journal files when dropped.
-    pub(crate) struct TempDatabase(PathBuf);
-
-    impl Drop for TempDatabase {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = self.0.clone().into_os_string();
-                path.push(suffix);
-                let _ = std::fs::remove_file(path);
-            }
-        }
+    /// Whether the writers' own pool is to be refused (see [`REFUSE_OWN_POOL`]).
+    pub(crate) fn own_pool_refused() -> bool {
+        REFUSE_OWN_POOL.load(Ordering::SeqCst)
     }
 
-    /// A gateway with the project's mappings over a new SQLite file; keep the second value
-    /// until the end of the test.
-    pub(crate) async fn sqlite_gateway() -> (Gateway, TempDatabase) {
-        let path = std::env::temp_dir().join(format!(
-            "sociogate-unit-{}.db",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let file = TempDatabase(path.clone());
-        let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
+    /// A gateway with the project's mappings over `database` (a new SQLite file if `None`);
+    /// keep the second value until the end of the test, which deletes the database.
+    pub(crate) async fn gateway_over(database: Option<ScratchStore>) -> (Gateway, ScratchStore) {
+        let database = database.unwrap_or_else(crate::bench::sqlite_url);
+        let store = Store::connect(&database, 4)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let engine = Engine::load(&Mappings::default_dir(), Limits::default())
             .unwrap_or_else(|e| panic!("{e}"));
         let gateway = Gateway::new(Arc::new(engine), store, AmqpConfig::default(), "en");
-        (gateway, file)
+        (gateway, database)
+    }
+
+    /// A gateway over a new SQLite file (see [`gateway_over`]).
+    pub(crate) async fn sqlite_gateway() -> (Gateway, ScratchStore) {
+        gateway_over(None).await
     }
 
     /// A FHIR JSON envelope as the AMQP intake builds it.

@@ -380,6 +380,10 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return Ok(None);
         }
+        #[cfg(test)]
+        if crate::pipeline::faults::own_pool_refused() {
+            return Err(StoreError::Corrupt("refused for the test".to_owned()));
+        }
         let options = (*self.pool.connect_options()).clone();
         let pool = pool_options()
             .max_connections(max_connections)
