@@ -199,18 +199,37 @@ async fn supervise_amqp(
         broker_ok.store(true, Ordering::Relaxed);
         tracing::info!("Connected to RabbitMQ");
         let relay_stop = shutdown.child_token();
-        let relay = tokio::spawn(crate::forward::relay::run(
-            store.clone(),
-            connection.clone(),
-            config.outbox.clone(),
-            handoff.clone(),
-            relay_stop.clone(),
-        ));
-        let consumed =
-            intake::amqp::run(gateway.clone(), &connection, cfg.clone(), shutdown.clone()).await;
+        let start_relay = || {
+            tokio::spawn(crate::forward::relay::run(
+                store.clone(),
+                connection.clone(),
+                config.outbox.clone(),
+                handoff.clone(),
+                relay_stop.clone(),
+            ))
+        };
+        let consumer =
+            intake::amqp::run(gateway.clone(), &connection, cfg.clone(), shutdown.clone());
+        let (consumed, relay) = with_task_beside(
+            consumer,
+            start_relay,
+            &relay_stop,
+            RESTART_PAUSE,
+            |panicked| {
+                crate::telemetry::relay_restarted();
+                // Rows it had claimed are claimed again once their lease has run out.
+                tracing::error!(
+                    panicked,
+                    "The outbox relay stopped unexpectedly; starting a new one"
+                );
+            },
+        )
+        .await;
         // The consumer has finished its in-flight messages; let the relay drain, then stop it.
         relay_stop.cancel();
-        let _ = relay.await;
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         broker_ok.store(false, Ordering::Relaxed);
         match consumed {
             Ok(()) => {}
@@ -220,6 +239,45 @@ async fn supervise_amqp(
             }
         }
         let _ = connection.close(200, "bye".into()).await;
+    }
+}
+
+/// How long a relay that stopped unexpectedly stays away before a new one starts: a defect that
+/// panics at once on every start costs a log line per pause, not a busy loop.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs `main` to its end with a task from `start` running beside it, and returns `main`'s
+/// result and that task if it still runs (for the caller to stop).
+///
+/// The task is meant to end only after `stop` is cancelled, so one that ends before (a panic:
+/// a defect) is reported to `restarted` (whether it panicked) and started again after
+/// `pause`. Without this a relay that panicked left the consumer storing and acknowledging
+/// messages whose outputs nobody published until the process was restarted.
+async fn with_task_beside<T>(
+    main: impl std::future::Future<Output = T>,
+    start: impl Fn() -> tokio::task::JoinHandle<()>,
+    stop: &CancellationToken,
+    pause: Duration,
+    restarted: impl Fn(bool),
+) -> (T, Option<tokio::task::JoinHandle<()>>) {
+    let mut main = std::pin::pin!(main);
+    let mut task = Some(start());
+    loop {
+        let Some(running) = task.as_mut() else {
+            return (main.await, None);
+        };
+        tokio::select! {
+            done = &mut main => return (done, task),
+            ended = running => {
+                task = None;
+                if stop.is_cancelled() {
+                    continue;
+                }
+                restarted(ended.is_err_and(|e| e.is_panic()));
+                tokio::time::sleep(pause).await;
+                task = Some(start());
+            }
+        }
     }
 }
 
@@ -249,5 +307,88 @@ pub async fn termination_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A task beside the main one that panics is started again, and the main one's result
+    /// comes back with the task that runs at its end.
+    #[tokio::test]
+    async fn a_task_beside_that_panics_is_started_again() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let panics = Arc::new(AtomicUsize::new(0));
+        let start = {
+            let starts = starts.clone();
+            move || {
+                let first = starts.fetch_add(1, Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    if first {
+                        panic!("a defect in the first run");
+                    }
+                    std::future::pending::<()>().await;
+                })
+            }
+        };
+        let main = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            42
+        };
+        let counted = panics.clone();
+        let stop = CancellationToken::new();
+        let (result, task) =
+            with_task_beside(main, start, &stop, Duration::from_millis(10), |panicked| {
+                if panicked {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await;
+        assert_eq!(result, 42);
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            2,
+            "started once more after the panic"
+        );
+        assert_eq!(panics.load(Ordering::SeqCst), 1);
+        let task = task.unwrap_or_else(|| panic!("the second run is still running"));
+        assert!(!task.is_finished());
+        task.abort();
+    }
+
+    /// A task that ends after it was told to stop (a relay that drained) is not started
+    /// again, and the main one still runs to its end.
+    #[tokio::test]
+    async fn a_task_beside_that_was_told_to_stop_is_not_started_again() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let start = {
+            let starts = starts.clone();
+            let stop = stop.clone();
+            move || {
+                starts.fetch_add(1, Ordering::SeqCst);
+                let stop = stop.clone();
+                tokio::spawn(async move { stop.cancelled().await })
+            }
+        };
+        let main = {
+            let stop = stop.clone();
+            async move {
+                stop.cancel();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                7
+            }
+        };
+        let (result, task) =
+            with_task_beside(main, start, &stop, Duration::from_millis(10), |_| {
+                panic!("not a restart")
+            })
+            .await;
+        assert_eq!(result, 7);
+        assert!(task.is_none(), "the task ended and was not started again");
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
     }
 }

@@ -103,6 +103,11 @@ pub fn writer_restarted() {
     counter!("sociogate_store_writer_restarts_total").increment(1);
 }
 
+/// The outbox relay stopped unexpectedly (a panic, a defect) and was started again.
+pub fn relay_restarted() {
+    counter!("sociogate_forward_relay_restarts_total").increment(1);
+}
+
 /// A duplicate delivery was recognised.
 pub fn duplicate(channel: &'static str) {
     counter!("sociogate_intake_duplicates_total", "channel" => channel).increment(1);
