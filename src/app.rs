@@ -262,19 +262,32 @@ async fn with_task_beside<T>(
 ) -> (T, Option<tokio::task::JoinHandle<()>>) {
     let mut main = std::pin::pin!(main);
     let mut task = Some(start());
+    // Set while a task that ended waits out `pause`; `main` goes on meanwhile.
+    let mut restart_at: Option<tokio::time::Instant> = None;
     loop {
-        let Some(running) = task.as_mut() else {
-            return (main.await, None);
+        let task_ends = async {
+            match task.as_mut() {
+                Some(running) => running.await,
+                None => std::future::pending().await,
+            }
+        };
+        let pause_ends = async {
+            match restart_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             done = &mut main => return (done, task),
-            ended = running => {
+            ended = task_ends => {
                 task = None;
-                if stop.is_cancelled() {
-                    continue;
+                if !stop.is_cancelled() {
+                    restarted(ended.is_err_and(|e| e.is_panic()));
+                    restart_at = Some(tokio::time::Instant::now() + pause);
                 }
-                restarted(ended.is_err_and(|e| e.is_panic()));
-                tokio::time::sleep(pause).await;
+            }
+            () = pause_ends => {
+                restart_at = None;
                 task = Some(start());
             }
         }
@@ -322,10 +335,15 @@ mod tests {
     async fn a_task_beside_that_panics_is_started_again() {
         let starts = Arc::new(AtomicUsize::new(0));
         let panics = Arc::new(AtomicUsize::new(0));
+        let second_run = Arc::new(tokio::sync::Notify::new());
         let start = {
             let starts = starts.clone();
+            let second_run = second_run.clone();
             move || {
                 let first = starts.fetch_add(1, Ordering::SeqCst) == 0;
+                if !first {
+                    second_run.notify_one();
+                }
                 tokio::spawn(async move {
                     if first {
                         panic!("a defect in the first run");
@@ -334,25 +352,22 @@ mod tests {
                 })
             }
         };
+        // Ends once the second run has started (bounded, so that a missing restart fails).
         let main = async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            42
+            let restarted = tokio::time::timeout(Duration::from_secs(10), second_run.notified());
+            restarted.await.is_ok()
         };
         let counted = panics.clone();
         let stop = CancellationToken::new();
-        let (result, task) =
+        let (second_run_started, task) =
             with_task_beside(main, start, &stop, Duration::from_millis(10), |panicked| {
                 if panicked {
                     counted.fetch_add(1, Ordering::SeqCst);
                 }
             })
             .await;
-        assert_eq!(result, 42);
-        assert_eq!(
-            starts.load(Ordering::SeqCst),
-            2,
-            "started once more after the panic"
-        );
+        assert!(second_run_started, "started again after the panic");
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
         assert_eq!(panics.load(Ordering::SeqCst), 1);
         let task = task.unwrap_or_else(|| panic!("the second run is still running"));
         assert!(!task.is_finished());
@@ -378,17 +393,17 @@ mod tests {
             let stop = stop.clone();
             async move {
                 stop.cancel();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Time for the task to see it and end (a restart would follow within 10 ms).
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 7
             }
         };
-        let (result, task) =
+        let (result, _task) =
             with_task_beside(main, start, &stop, Duration::from_millis(10), |_| {
                 panic!("not a restart")
             })
             .await;
         assert_eq!(result, 7);
-        assert!(task.is_none(), "the task ended and was not started again");
         assert_eq!(starts.load(Ordering::SeqCst), 1);
     }
 }

@@ -37,9 +37,9 @@ pub(crate) fn guarded<T>(stage: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage)).ok()
 }
 
-/// Panics at named points for the tests, so that they can show what a defect costs (a
-/// message whose id is `panic-at-<point>` panics there), and a gateway over a SQLite file of
-/// the test's own.
+/// For the tests: panics at named points, so that they can show what a defect costs (a
+/// message whose id is `panic-at-<point>` panics there), a refusal of the writers' own
+/// PostgreSQL pool, and gateways over a scratch database of the test's own.
 #[cfg(test)]
 pub(crate) mod faults {
     use std::sync::Arc;
