@@ -52,7 +52,8 @@ fn install_logs(default_filter: &str, json: bool) {
 /// Logs a panic with its place but not its message, in place of the default hook's print to
 /// stderr: a panic's message can quote the value it failed on (a serde error does), which may
 /// be a patient's data, and that never goes to the logs. The message in question ends with
-/// `GW-INT-01` (see [`crate::pipeline::Engine::internal_failure`]).
+/// `GW-INT-01` (see [`crate::pipeline::Engine::internal_failure`]). With `RUST_BACKTRACE` set,
+/// the backtrace is logged too: it names functions and source lines, never values.
 pub fn init_panic_log() {
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -63,7 +64,12 @@ pub fn init_panic_log() {
             .name()
             .unwrap_or("unnamed")
             .to_owned();
-        tracing::error!(%location, %thread, "Panic (a defect of the gateway); its message is not logged, as it may quote message content");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, %thread, %backtrace, "Panic (a defect of the gateway); its message is not logged, as it may quote message content");
+        } else {
+            tracing::error!(%location, %thread, "Panic (a defect of the gateway); its message is not logged, as it may quote message content");
+        }
     }));
 }
 
