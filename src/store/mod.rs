@@ -17,7 +17,9 @@ pub mod billing;
 mod checkpoint;
 pub mod ledger;
 
-/// Errors of the store. All are I/O: the caller retries or reports them, never a verdict.
+/// Errors of the store: nothing was stored, so the caller retries or reports them; never a
+/// verdict. All are I/O but [`StoreError::Panicked`], a defect while handling the message, which
+/// is retried the same way (a defect that repeats ends on the dead-letter queue).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or failed a statement, or could not be reached.
