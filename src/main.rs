@@ -114,6 +114,10 @@ enum Command {
         /// as in every run of BENCHMARKS.md.
         #[arg(long)]
         canonical: bool,
+        /// The format the end-to-end, latency and memory parts send the referrals in. The
+        /// in-process part always measures all three.
+        #[arg(long, value_enum, default_value = "fhir-json")]
+        format: sociogate::bench::PayloadFormat,
     },
     /// Reprocess stored messages by gateway id (or all with a status) through the pipeline; the
     /// outputs go to the outbox, which a running `serve` relays.
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
         prefetch,
         referrals,
         canonical,
+        format,
     } = &cli.command
     {
         let amqp = AmqpConfig::default();
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
                 rates: rates.clone(),
             },
             referrals: referrals.clone(),
+            format: *format,
         };
         return match bench(cli.mappings.clone(), *json, &opts) {
             Ok(()) => ExitCode::SUCCESS,

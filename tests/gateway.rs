@@ -1053,7 +1053,11 @@ async fn the_bench_broker_baseline_relays_every_message_through_both_hops() {
         .collect();
     let rate = common::service::bounded(
         "bench baseline",
-        sociogate::bench::broker::broker_baseline(&url, &messages, 16),
+        sociogate::bench::broker::broker_baseline(
+            &url,
+            &sociogate::bench::broker::Payloads::fhir_json(messages),
+            16,
+        ),
     )
     .await;
     // Ok only when all 300 arrived from the third queue (the baseline counts them there).

@@ -194,18 +194,48 @@ async fn connect(amqp_url: &str) -> BenchResult<(Connection, Channel)> {
     Ok((connection, channel))
 }
 
+/// The referrals a run sends, all in one format, with the AMQP `content-type` they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payloads {
+    /// The message bodies.
+    pub bodies: Vec<Vec<u8>>,
+    /// Their media type (`application/fhir+json`, `application/fhir+xml`,
+    /// `application/hl7-cda+xml`).
+    pub content_type: &'static str,
+}
+
+impl Payloads {
+    /// FHIR JSON bodies.
+    pub fn fhir_json(bodies: Vec<Vec<u8>>) -> Payloads {
+        Payloads {
+            bodies,
+            content_type: "application/fhir+json",
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+}
+
 /// Publishes `messages` persistently to `queue`, pipelining confirms in windows.
 async fn publish_all(
     channel: &Channel,
     queue: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     ids: impl Fn(usize) -> String,
 ) -> BenchResult<()> {
     let mut pending = Vec::with_capacity(512);
-    for (i, body) in messages.iter().enumerate() {
+    for (i, body) in messages.bodies.iter().enumerate() {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type("application/fhir+json".into())
+            .with_content_type(messages.content_type.into())
             .with_message_id(ids(i).into());
         pending.push(
             channel
@@ -397,7 +427,7 @@ pub async fn gateway_throughput(
     amqp_url: &str,
     database_url: &str,
     store: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     settings: ServeSettings,
 ) -> BenchResult<(f64, f64)> {
     let run = Running::start(amqp_url, database_url, settings).await?;
@@ -585,7 +615,7 @@ async fn delete_queues(channel: &Channel, queues: &[String]) -> Vec<(String, lap
 /// durability, consumed and republished twice with no processing.
 pub async fn broker_baseline(
     amqp_url: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     prefetch: u16,
 ) -> BenchResult<f64> {
     let relay = BaselineRelay::start(amqp_url, prefetch).await?;
@@ -610,7 +640,7 @@ pub async fn broker_baseline(
 /// and on the same open-loop schedule as the gateway's latency run.
 pub async fn broker_latency(
     amqp_url: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     rate: u32,
     prefetch: u16,
 ) -> BenchResult<LatencyRow> {
@@ -639,7 +669,7 @@ pub async fn broker_latency(
 async fn send_open_loop(
     channel: &Channel,
     queue: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     rate: u32,
     ids: impl Fn(usize) -> String,
 ) -> BenchResult<Vec<(String, Instant)>> {
@@ -647,13 +677,13 @@ async fn send_open_loop(
     let started = Instant::now();
     let mut scheduled = Vec::with_capacity(messages.len());
     let mut confirms = Vec::new();
-    for (i, body) in messages.iter().enumerate() {
+    for (i, body) in messages.bodies.iter().enumerate() {
         let at = started + interval * i as u32;
         tokio::time::sleep_until(at.into()).await;
         let id = ids(i);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type("application/fhir+json".into())
+            .with_content_type(messages.content_type.into())
             .with_message_id(id.as_str().into());
         confirms.push(
             channel
@@ -717,7 +747,7 @@ pub async fn latency(
     amqp_url: &str,
     database_url: &str,
     store: &str,
-    messages: &[Vec<u8>],
+    messages: &Payloads,
     rate: u32,
     settings: ServeSettings,
 ) -> BenchResult<LatencyRow> {

@@ -39,6 +39,41 @@ pub struct BenchOptions {
     /// Whose referrals the end-to-end, latency and memory parts send, in turn; empty: German
     /// only (the workload of every run before 2026-12-07's fourth session).
     pub referrals: Vec<Jurisdiction>,
+    /// The format the end-to-end, latency and memory parts send the referrals in.
+    pub format: PayloadFormat,
+}
+
+/// The wire format of the referrals the store-backed parts send (the in-process part always
+/// measures all three).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadFormat {
+    /// FHIR R4 JSON message Bundles (every run before the 2026-12-08 session).
+    #[default]
+    FhirJson,
+    /// The same Bundles as FHIR R4 XML.
+    FhirXml,
+    /// CDA R2 documents generated from each country's example CDA referral.
+    Cda,
+}
+
+impl PayloadFormat {
+    /// Name for tables and `--json`, as in the in-process rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadFormat::FhirJson => "fhir-json",
+            PayloadFormat::FhirXml => "fhir-xml",
+            PayloadFormat::Cda => "cda",
+        }
+    }
+
+    /// The AMQP `content-type` the referrals are sent with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PayloadFormat::FhirJson => "application/fhir+json",
+            PayloadFormat::FhirXml => crate::forward::FHIR_XML,
+            PayloadFormat::Cda => crate::forward::canonical::CDA_CONTENT_TYPE,
+        }
+    }
 }
 
 impl BenchOptions {
@@ -115,6 +150,8 @@ pub struct Report {
     pub publish_canonical: bool,
     /// Whose referrals the store-backed parts sent, in turn (`de`, `nl`, `fi`).
     pub referrals: Vec<&'static str>,
+    /// The format the store-backed parts sent them in (`fhir-json`, `fhir-xml`, `cda`).
+    pub format: &'static str,
     /// In-process rows.
     pub in_process: Vec<inprocess::InProcessRow>,
     /// End-to-end rows.
@@ -271,31 +308,42 @@ fn referrals(opts: &BenchOptions) -> &[Jurisdiction] {
     }
 }
 
-/// `n` valid referrals of `size`, one of each of `referrals` in turn. Each jurisdiction's have
-/// a seed of their own, so their message ids differ too.
-fn valid(seed: u64, size: Size, n: usize, referrals: &[Jurisdiction]) -> Vec<Vec<u8>> {
+/// `n` valid referrals of `size` in `format`, one of each of `referrals` in turn. Each
+/// jurisdiction's have a seed of their own, so their message ids differ too.
+fn valid(
+    seed: u64,
+    size: Size,
+    n: usize,
+    referrals: &[Jurisdiction],
+    format: PayloadFormat,
+) -> broker::Payloads {
     let each = n.div_ceil(referrals.len().max(1));
     let mut streams: Vec<std::vec::IntoIter<Vec<u8>>> = referrals
         .iter()
         .zip(0u64..)
         .map(|(&jurisdiction, j)| {
-            workload::generate(
-                Spec {
-                    seed: seed.wrapping_add(j),
-                    invalid_share: 0.0,
-                    shared_patients: 0,
-                    size,
-                    jurisdiction,
-                },
-                each,
-            )
+            let spec = Spec {
+                seed: seed.wrapping_add(j),
+                invalid_share: 0.0,
+                shared_patients: 0,
+                size,
+                jurisdiction,
+            };
+            match format {
+                PayloadFormat::FhirJson => workload::generate(spec, each),
+                PayloadFormat::FhirXml => workload::to_fhir_xml(&workload::generate(spec, each)),
+                PayloadFormat::Cda => workload::generate_cda(spec, each),
+            }
             .into_iter()
         })
         .collect();
     let k = streams.len().max(1);
-    (0..n)
-        .filter_map(|i| streams.get_mut(i % k).and_then(Iterator::next))
-        .collect()
+    broker::Payloads {
+        bodies: (0..n)
+            .filter_map(|i| streams.get_mut(i % k).and_then(Iterator::next))
+            .collect(),
+        content_type: format.content_type(),
+    }
 }
 
 /// The in-process part (when selected): decode + map + check + encode outputs on this thread,
@@ -367,6 +415,7 @@ pub async fn run(opts: &BenchOptions, in_process: Vec<inprocess::InProcessRow>) 
         prefetch: opts.prefetch,
         publish_canonical: opts.publish_canonical,
         referrals: referrals(opts).iter().map(|j| j.code()).collect(),
+        format: opts.format.name(),
     };
     let selection = &opts.selection;
     if !(selection.runs(Part::EndToEnd) || selection.runs(Part::Latency)) {
@@ -400,6 +449,7 @@ pub async fn run(opts: &BenchOptions, in_process: Vec<inprocess::InProcessRow>) 
             Size::Plain,
             rate as usize * seconds,
             referrals(opts),
+            opts.format,
         )
     };
     // The broker alone at each load first: what the machine allows before any processing.
@@ -449,7 +499,13 @@ const END_TO_END_ROUNDS: usize = 3;
 /// then the gateway with each store on a fresh database; the round with the median ratio stands
 /// for the store, and every round's ratio is kept.
 async fn run_end_to_end(opts: &BenchOptions, stores: &[StoreKind], mut report: Report) -> Report {
-    let messages = valid(opts.seed, Size::Plain, opts.messages, referrals(opts));
+    let messages = valid(
+        opts.seed,
+        Size::Plain,
+        opts.messages,
+        referrals(opts),
+        opts.format,
+    );
     let rounds = if opts.quick { 1 } else { END_TO_END_ROUNDS };
     let mut measured: Vec<Vec<Round>> = stores.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
@@ -545,7 +601,7 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
             &opts.amqp_url,
             &sqlite_url(),
             "sqlite",
-            &valid(opts.seed, size, n, referrals(opts)),
+            &valid(opts.seed, size, n, referrals(opts), opts.format),
             opts.serve(),
         )
         .await
@@ -562,9 +618,10 @@ async fn run_rss(opts: &BenchOptions, mut report: Report) -> Report {
 /// The human table: one section per part that produced rows.
 pub fn table(report: &Report) -> String {
     let mut out = format!(
-        "machine: {}\nreferrals sent through serve: {}\n",
+        "machine: {}\nreferrals sent through serve: {} as {}\n",
         report.machine,
-        report.referrals.join(", ")
+        report.referrals.join(", "),
+        report.format
     );
     if !report.in_process.is_empty() {
         out.push_str("\nIn-process (one thread), pipeline = decode+map+check+encode outputs, baseline = serde_json::from_slice::<Value> (JSON) or a quick-xml read of every event (XML); decode/s and check/s: the first stages alone; decode ratio = decode/s / baseline, the ceiling of ratio\n");
@@ -700,6 +757,7 @@ mod tests {
             prefetch: 64,
             publish_canonical: false,
             referrals: vec!["de"],
+            format: "fhir-json",
             in_process: vec![row],
             end_to_end: Vec::new(),
             latency: Vec::new(),
@@ -719,6 +777,61 @@ mod tests {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells[8], "0.38", "{line}");
         assert_eq!(cells.last().copied(), Some("0.54"), "{line}");
+    }
+
+    /// `--format` sends the same kind of referrals as FHIR XML or CDA, each with its media type
+    /// as the AMQP `content-type`, and every one of them is accepted (the runs wait for the
+    /// outputs of each).
+    #[test]
+    fn the_store_backed_parts_send_accepted_referrals_in_the_chosen_format() {
+        use crate::decode::{Format, Limits, sniff};
+        use crate::pipeline::{Engine, Inbound};
+        let engine =
+            match Engine::load(&crate::mappings::Mappings::default_dir(), Limits::default()) {
+                Ok(engine) => engine,
+                Err(e) => panic!("mappings must load: {e}"),
+            };
+        let today = time::macros::date!(2026 - 11 - 15);
+        for (format, content_type, decoded_as) in [
+            (
+                PayloadFormat::FhirJson,
+                "application/fhir+json",
+                Format::FhirJson,
+            ),
+            (
+                PayloadFormat::FhirXml,
+                "application/fhir+xml",
+                Format::FhirXml,
+            ),
+            (PayloadFormat::Cda, "application/hl7-cda+xml", Format::Cda),
+        ] {
+            let payloads = valid(5, Size::Plain, 6, &Jurisdiction::ALL, format);
+            assert_eq!(payloads.len(), 6, "{format:?}");
+            assert_eq!(payloads.content_type, content_type);
+            for (i, body) in payloads.bodies.iter().enumerate() {
+                assert_eq!(
+                    sniff(body, Some(content_type)).ok(),
+                    Some(decoded_as),
+                    "{format:?} {i}"
+                );
+                let inbound = Inbound {
+                    bytes: body,
+                    content_type: Some(content_type),
+                    message_id: None,
+                    jurisdiction: None,
+                };
+                let mut ledger = crate::store::ledger::MemoryLedger::default();
+                match engine.process(inbound, &mut ledger, today) {
+                    Ok(processed) => assert_eq!(
+                        processed.verdict,
+                        crate::check::Verdict::Accepted,
+                        "{format:?} {i}: {:?}",
+                        processed.issues
+                    ),
+                    Err(e) => panic!("{format:?} {i}: {e}"),
+                }
+            }
+        }
     }
 
     /// `--canonical` runs `serve` with its default of publishing the canonical JSON: the run
@@ -745,6 +858,7 @@ mod tests {
                 prefetch: 64,
                 publish_canonical,
                 referrals: vec!["de"],
+                format: "fhir-json",
                 in_process: Vec::new(),
                 end_to_end: vec![row],
                 latency: Vec::new(),
@@ -781,9 +895,17 @@ mod tests {
                 .find(|r| r["resourceType"] == kind)
                 .unwrap_or_default()
         };
-        let mixed = valid(9, Size::Plain, 7, &Jurisdiction::ALL);
+        let mixed = valid(
+            9,
+            Size::Plain,
+            7,
+            &Jurisdiction::ALL,
+            PayloadFormat::FhirJson,
+        );
         assert_eq!(mixed.len(), 7);
+        assert_eq!(mixed.content_type, "application/fhir+json");
         let systems: Vec<String> = mixed
+            .bodies
             .iter()
             .map(|m| {
                 let patient = resource_of(m, "Patient");
@@ -804,6 +926,7 @@ mod tests {
             assert!(system.contains(expected), "message {i}: {system}");
         }
         let ids: std::collections::HashSet<String> = mixed
+            .bodies
             .iter()
             .map(|m| {
                 let bundle: serde_json::Value = serde_json::from_slice(m).unwrap_or_default();
@@ -823,7 +946,14 @@ mod tests {
             jurisdiction: Jurisdiction::De,
         };
         assert_eq!(
-            valid(9, Size::Plain, 4, &[Jurisdiction::De]),
+            valid(
+                9,
+                Size::Plain,
+                4,
+                &[Jurisdiction::De],
+                PayloadFormat::FhirJson
+            )
+            .bodies,
             workload::generate(german, 4)
         );
     }

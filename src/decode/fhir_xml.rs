@@ -553,7 +553,12 @@ fn skip(reader: &mut Reader<'_>, element: &Element<'_>) -> Result<(), DecodeErro
 
 /// The JSON key of an element at `path` (its last segment).
 fn key_of(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
+    // A byte scan: `rsplit('.')` went through the general char searcher and was ~4 % of a
+    // plain XML referral's pipeline (paths are a few dozen bytes).
+    match path.bytes().rposition(|b| b == b'.') {
+        Some(dot) => &path[dot + 1..],
+        None => path,
+    }
 }
 
 fn not_in_fhir_namespace(reader: &Reader<'_>, element: &Element<'_>) -> DecodeError {

@@ -404,8 +404,9 @@ pub struct Element<'a> {
     pub local: &'a str,
     /// The element's namespace, if it is in one.
     pub ns: Option<NsId>,
-    /// Attributes other than namespace declarations.
-    pub attrs: Vec<Attr<'a>>,
+    /// Attributes other than namespace declarations (two inline: a FHIR element has a `value`
+    /// or an `id`, rarely more).
+    pub attrs: smallvec::SmallVec<[Attr<'a>; 2]>,
     /// `<x/>`: no content and no end event follows.
     pub empty: bool,
     /// Byte offset of the tag (for error messages).
@@ -671,7 +672,7 @@ impl<'a> Reader<'a> {
         let name_len = start.name().into_inner().len();
         let name = &tag[..name_len];
         let local = name.rsplit(':').next().unwrap_or(name);
-        let mut attrs = Vec::new();
+        let mut attrs = smallvec::SmallVec::new();
         let mut count = 0usize;
         let mut attributes = Attributes::new(tag, name_len);
         attributes.with_checks(true);
