@@ -82,6 +82,11 @@ pub struct AmqpConfig {
     pub inbound_queue: String,
     /// Unacknowledged deliveries in flight.
     pub prefetch: u16,
+    /// Most bytes of delivered bodies handled at once; further deliveries wait, unhandled,
+    /// until earlier ones are done. Handling a message holds several copies of it (decoded,
+    /// forwarded, its outputs), so this bounds memory where `prefetch` alone would let 64
+    /// large messages in at once. A larger message than this is handled alone.
+    pub max_bytes_in_flight: usize,
     /// Deliveries of one message before it goes to the dead-letter queue.
     pub max_attempts: u32,
     /// Wait before redelivering after a transient failure, per attempt (milliseconds).
@@ -177,6 +182,7 @@ impl Default for AmqpConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             inbound_queue: "sociogate.inbound".to_owned(),
             prefetch: 64,
+            max_bytes_in_flight: 24 * 1024 * 1024,
             max_attempts: 5,
             retry_backoff_ms: vec![200, 1_000, 5_000, 15_000],
             referrals_exchange: "sociogate.referrals".to_owned(),
@@ -264,6 +270,9 @@ impl Config {
         }
         if self.amqp.prefetch == 0 {
             problems.push("amqp.prefetch must be at least 1".to_owned());
+        }
+        if self.amqp.max_bytes_in_flight < 1024 {
+            problems.push("amqp.max_bytes_in_flight must be at least 1024".to_owned());
         }
         if self.amqp.max_attempts == 0 {
             problems.push("amqp.max_attempts must be at least 1".to_owned());

@@ -205,6 +205,46 @@ async fn publish_dead_letter(
     }
 }
 
+/// Bounds the bytes of the delivered bodies being handled at once (`amqp.max_bytes_in_flight`),
+/// counted in KiB. RabbitMQ does not implement AMQP's `prefetch-size`, so the bound is kept
+/// here: a delivery waits, as the broker delivered it, until its bytes fit.
+struct InFlightBytes {
+    permits: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl InFlightBytes {
+    fn new(max_bytes: usize) -> InFlightBytes {
+        let total_kib = max_bytes.div_ceil(1024).clamp(
+            1,
+            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
+        );
+        let total_kib = u32::try_from(total_kib).unwrap_or(u32::MAX);
+        InFlightBytes {
+            permits: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// What a body of `len` bytes takes: its KiB, at least one, at most the whole bound (a
+    /// larger body is handled alone rather than never).
+    fn cost(&self, len: usize) -> u32 {
+        u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total_kib)
+    }
+
+    /// Waits until a body of `len` bytes fits; the permit gives its bytes back when dropped.
+    async fn admit(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this does not fail.
+        self.permits
+            .clone()
+            .acquire_many_owned(self.cost(len))
+            .await
+            .ok()
+    }
+}
+
 /// Consumes until `shutdown` or until the connection fails; in-flight deliveries finish first.
 pub async fn run(
     gateway: Gateway,
@@ -232,16 +272,30 @@ pub async fn run(
         .await?;
     tracing::info!(queue = %cfg.inbound_queue, prefetch = cfg.prefetch, "Consuming");
     let tracker = TaskTracker::new();
+    let in_flight = InFlightBytes::new(cfg.max_bytes_in_flight);
     let result = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    // Prefetch bounds how many of these run at once, the byte bound how much.
+                    let permit = tokio::select! {
+                        () = shutdown.cancelled() => {
+                            // Not handled: back to the queue for the next consumer.
+                            let _ = delivery
+                                .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                                .await;
+                            break Ok(());
+                        }
+                        permit = in_flight.admit(delivery.data.len()) => permit,
+                    };
                     let gateway = gateway.clone();
                     let channel = channel.clone();
                     let cfg = cfg.clone();
-                    // Prefetch bounds how many of these run at once.
-                    tracker.spawn(async move { handle_delivery(&gateway, &channel, &cfg, delivery).await });
+                    tracker.spawn(async move {
+                        let _bytes = permit;
+                        handle_delivery(&gateway, &channel, &cfg, delivery).await;
+                    });
                 }
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
@@ -277,5 +331,31 @@ mod tests {
         let next = handle_guarded(&gateway, &envelope(referral, "next")).await;
         assert!(matches!(&next, Ok(Handled::New { .. })), "{next:?}");
         gateway.store().close().await;
+    }
+
+    /// The byte bound lets a referral of every-day size through 64 at a time, holds a delivery
+    /// back while the bytes in flight are taken, and lets a body larger than the whole bound
+    /// through alone instead of never.
+    #[tokio::test]
+    async fn deliveries_wait_while_the_bytes_in_flight_are_taken() {
+        let default = InFlightBytes::new(AmqpConfig::default().max_bytes_in_flight);
+        // A plain German referral is ~11 KB: prefetch, not the byte bound, limits those.
+        assert!(64 * default.cost(11_000) <= default.total_kib);
+        assert_eq!(default.cost(533_530), 522);
+        assert_eq!(default.cost(0), 1);
+
+        let small = InFlightBytes::new(4 * 1024);
+        let Some(alone) = small.admit(1_000_000).await else {
+            panic!("the semaphore is never closed");
+        };
+        assert_eq!(small.permits.available_permits(), 0);
+        assert!(small.permits.clone().try_acquire_many_owned(1).is_err());
+        drop(alone);
+        assert_eq!(small.permits.available_permits(), 4);
+        let Some(half) = small.admit(2 * 1024).await else {
+            panic!("the semaphore is never closed");
+        };
+        assert!(small.permits.clone().try_acquire_many_owned(2).is_ok());
+        drop(half);
     }
 }
