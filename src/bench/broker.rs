@@ -209,7 +209,7 @@ impl Payloads {
     pub fn fhir_json(bodies: Vec<Vec<u8>>) -> Payloads {
         Payloads {
             bodies,
-            content_type: "application/fhir+json",
+            content_type: crate::forward::FHIR_JSON,
         }
     }
 

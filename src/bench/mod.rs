@@ -69,7 +69,7 @@ impl PayloadFormat {
     /// The AMQP `content-type` the referrals are sent with.
     pub fn content_type(self) -> &'static str {
         match self {
-            PayloadFormat::FhirJson => "application/fhir+json",
+            PayloadFormat::FhirJson => crate::forward::FHIR_JSON,
             PayloadFormat::FhirXml => crate::forward::FHIR_XML,
             PayloadFormat::Cda => crate::forward::canonical::CDA_CONTENT_TYPE,
         }
