@@ -215,11 +215,9 @@ struct InFlightBytes {
 
 impl InFlightBytes {
     fn new(max_bytes: usize) -> InFlightBytes {
-        let total_kib = max_bytes.div_ceil(1024).clamp(
-            1,
-            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
-        );
-        let total_kib = u32::try_from(total_kib).unwrap_or(u32::MAX);
+        // Within what a semaphore can hold (it refuses more than `MAX_PERMITS`).
+        let most = u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX);
+        let total_kib = kib(max_bytes).min(most);
         InFlightBytes {
             permits: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
             total_kib,
@@ -229,9 +227,7 @@ impl InFlightBytes {
     /// What a body of `len` bytes takes: its KiB, at least one, at most the whole bound (a
     /// larger body is handled alone rather than never).
     fn cost(&self, len: usize) -> u32 {
-        u32::try_from(len.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.total_kib)
+        kib(len).min(self.total_kib)
     }
 
     /// Waits until a body of `len` bytes fits; the permit gives its bytes back when dropped.
@@ -243,6 +239,11 @@ impl InFlightBytes {
             .await
             .ok()
     }
+}
+
+/// `len` bytes in KiB, rounded up, at least one.
+fn kib(len: usize) -> u32 {
+    u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
 }
 
 /// Consumes until `shutdown` or until the connection fails; in-flight deliveries finish first.
@@ -345,6 +346,11 @@ mod tests {
         assert_eq!(default.cost(0), 1);
 
         let small = InFlightBytes::new(4 * 1024);
+        assert_eq!(
+            small.cost(1_000_000),
+            4,
+            "a larger body takes the whole bound"
+        );
         let Some(alone) = small.admit(1_000_000).await else {
             panic!("the semaphore is never closed");
         };
